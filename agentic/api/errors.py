@@ -1,0 +1,72 @@
+"""The JSON error body of api.md, and the middleware that guarantees every error uses it."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, Awaitable, Callable
+
+from aiohttp import web
+
+log = logging.getLogger("agentic.api")
+
+_CODES_BY_STATUS = {
+    400: "bad_request",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    409: "conflict",
+    413: "too_large",
+    415: "unsupported_media_type",
+    422: "invalid_field",
+    429: "busy",
+    502: "backend_unreachable",
+    503: "not_ready",
+}
+
+
+class ApiError(web.HTTPException):
+    """An HTTP error whose body is already the api.md JSON error."""
+
+    def __init__(self, status: int, code: str, message: str, headers: dict[str, str] | None = None) -> None:
+        self.status_code = status
+        super().__init__(
+            text=web.json_response(error_body(code, message)).text,
+            content_type="application/json",
+            headers=headers,
+        )
+        self.code = code
+
+
+def error_body(code: str, message: str) -> dict[str, Any]:
+    return {"error": {"code": code, "message": message}}
+
+
+def json_error(status: int, code: str, message: str) -> web.Response:
+    return web.json_response(error_body(code, message), status=status)
+
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+@web.middleware
+async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    try:
+        return await handler(request)
+    except ApiError:
+        raise
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        code = _CODES_BY_STATUS.get(exc.status, "http_error")
+        message = exc.reason if exc.status != 413 else "request body too large"
+        if exc.status == 404:
+            message = f"no route for {request.method} {request.path}"
+        resp = json_error(exc.status, code, message)
+        if exc.status == 405 and "Allow" in exc.headers:
+            resp.headers["Allow"] = exc.headers["Allow"]
+        return resp
+    except (ConnectionResetError, web.HTTPClientError):
+        raise
+    except Exception:
+        log.exception("unhandled error on %s %s", request.method, request.path)
+        return json_error(500, "internal_error", "internal server error")

@@ -1,0 +1,132 @@
+"""The OpenAPI 3 document of every route. A test checks it against the routes the app registers."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from typing import Any
+
+from agentic import __version__
+
+SID = {"name": "session_id", "in": "path", "required": True, "schema": {"type": "string", "format": "uuid"}}
+FILE_NAME = {"name": "name", "in": "path", "required": True, "schema": {"type": "string"}}
+SESSION_HEADER = {"name": "x-session-id", "in": "header", "required": False, "schema": {"type": "string", "format": "uuid"},
+                  "description": "When present it must equal the session in the path (403 otherwise)."}
+
+
+def _ref(name: str) -> dict[str, str]:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def _json(schema: dict[str, Any], description: str = "OK") -> dict[str, Any]:
+    return {"description": description, "content": {"application/json": {"schema": schema}}}
+
+
+def _errors(*statuses: int) -> dict[str, Any]:
+    return {str(s): _json(_ref("Error"), "Error") for s in statuses}
+
+
+def _obj(props: dict[str, Any], required: tuple[str, ...] = ()) -> dict[str, Any]:
+    schema: dict[str, Any] = {"type": "object", "properties": props, "additionalProperties": False}
+    if required:
+        schema["required"] = list(required)
+    return schema
+
+
+STR, INT, NUM, BOOL = {"type": "string"}, {"type": "integer"}, {"type": "number"}, {"type": "boolean"}
+TIME = {"type": "string", "format": "date-time"}
+
+SCHEMAS: dict[str, Any] = {
+    "Error": {"type": "object", "properties": {"error": {"type": "object", "properties": {"code": STR, "message": STR}}}},
+    "Settings": _obj({"temperature": NUM, "top_p": NUM, "top_k": INT, "max_tokens": {"type": ["integer", "null"]}, "seed": {"type": ["integer", "null"]}}),
+    "File": {"type": "object", "properties": {"name": STR, "size": INT, "content_type": STR, "uploaded_at": TIME, "extracted_chars": INT, "status": STR, "note": STR}},
+    "SessionSummary": {"type": "object", "properties": {
+        "session_id": STR, "client_id": {"type": ["string", "null"]}, "title": STR, "created_at": TIME,
+        "last_activity": TIME, "expires_at": TIME, "message_count": INT}},
+    "Session": {"allOf": [_ref("SessionSummary"), {"type": "object", "properties": {
+        "files": {"type": "array", "items": _ref("File")}, "system_prompt": STR, "settings": _ref("Settings")}}]},
+    "Message": {"type": "object", "properties": {"id": STR, "role": {"enum": ["user", "assistant", "system"]}, "content": STR, "created_at": TIME, "usage": _ref("Usage")}},
+    "Usage": {"type": "object", "properties": {
+        "prompt_tokens": INT, "completion_tokens": INT, "cached_tokens": INT, "prefill_tokens": INT, "ttft_ms": NUM,
+        "tokens_per_s": NUM, "finish_reason": {"enum": ["stop", "length", "cancelled", "error"]},
+        "trimmed_messages": INT, "restored_state": BOOL, "files": {"type": "array", "items": {"type": "object"}}}},
+    "Stats": {"type": "object", "properties": {
+        "active_sessions": INT, "total_created": INT, "expired": INT, "connected_websockets": INT,
+        "total_messages": INT, "uploads_bytes": INT, "by_client": {"type": "object", "additionalProperties": INT}}},
+    "Health": {"type": "object", "properties": {"status": {"enum": ["ok", "loading", "error"]}, "model": STR, "gpu_offload": BOOL, "sessions": INT, "uptime_s": NUM, "engine": {"type": "object"}}},
+}
+
+SESSION_BODY = _obj({"client_id": STR, "system_prompt": STR, "title": STR, "settings": _ref("Settings")})
+MESSAGE_BODY = _obj({"content": STR, "max_tokens": INT, "stream": BOOL}, required=("content",))
+
+
+def _op(summary: str, responses: dict[str, Any], params: list | None = None, body: dict | None = None, description: str = "") -> dict[str, Any]:
+    op: dict[str, Any] = {"summary": summary, "responses": responses}
+    if description:
+        op["description"] = description
+    if params:
+        op["parameters"] = params
+    if body is not None:
+        op["requestBody"] = body
+    return op
+
+
+S = [SID, SESSION_HEADER]
+
+
+def JSON_BODY(schema: dict[str, Any], required: bool = True) -> dict[str, Any]:
+    return {"required": required, "content": {"application/json": {"schema": schema}}}
+
+
+PATHS: dict[str, dict[str, Any]] = {
+    "/": {"get": _op("The chat page", {"200": {"description": "HTML page"}})},
+    "/health": {"get": _op("Server and model health", {"200": _json(_ref("Health")), "503": _json(_ref("Health"), "Model loading")})},
+    "/docs": {"get": _op("This documentation, as a page", {"200": {"description": "HTML page"}})},
+    "/openapi.json": {"get": _op("This document", {"200": {"description": "OpenAPI 3 JSON"}})},
+    "/metrics": {"get": _op("Prometheus metrics", {"200": {"description": "Prometheus text format"}})},
+    "/sessions": {
+        "post": _op("Create a session", {"201": _json(_ref("Session")), **_errors(400, 413, 422)}, body=JSON_BODY(SESSION_BODY, False)),
+        "get": _op("List sessions with stats", {"200": _json({"type": "object", "properties": {
+            "session_id": {"type": ["string", "null"]}, "admin": BOOL, "sessions": {"type": "array", "items": _ref("SessionSummary")}, "stats": _ref("Stats")}})},
+            params=[SESSION_HEADER, {"name": "Authorization", "in": "header", "schema": STR, "description": "Bearer ADMIN_TOKEN shows full ids"}],
+            description="Ids of other sessions are truncated to 8 characters unless the admin token is presented."),
+    },
+    "/sessions/{session_id}": {
+        "get": _op("Get a session", {"200": _json(_ref("Session")), **_errors(400, 403, 404)}, S),
+        "patch": _op("Change title, system prompt or settings", {"200": _json(_ref("Session")), **_errors(400, 403, 404, 413, 422)}, S,
+                     JSON_BODY(_obj({"title": STR, "system_prompt": STR, "settings": _ref("Settings")}))),
+        "delete": _op("Delete a session with its history, files and model state", {"200": _json(_obj({"deleted": STR})), **_errors(400, 403, 404)}, S),
+    },
+    "/sessions/{session_id}/clear": {"post": _op("Empty the conversation, keep session and files", {"200": _json(_ref("Session")), **_errors(400, 403, 404)}, S)},
+    "/sessions/{session_id}/messages": {
+        "get": _op("The conversation, oldest first", {"200": _json(_obj({"messages": {"type": "array", "items": _ref("Message")}})), **_errors(400, 403, 404)}, S),
+        "post": _op("Send a message and get the reply", {
+            "200": {"description": "The reply; with stream=true a text/event-stream of the WebSocket frames",
+                    "content": {"application/json": {"schema": _obj({"message": _ref("Message"), "usage": _ref("Usage")})}, "text/event-stream": {"schema": STR}}},
+            **_errors(400, 403, 404, 409, 413, 422, 429, 503)}, S, JSON_BODY(MESSAGE_BODY)),
+    },
+    "/sessions/{session_id}/files": {
+        "post": _op("Upload files (multipart/form-data)", {"201": _json(_obj({"files": {"type": "array", "items": _ref("File")}})), **_errors(400, 403, 404, 413, 415, 422)}, S,
+                    {"required": True, "content": {"multipart/form-data": {"schema": {"type": "object", "properties": {"file": {"type": "array", "items": {"type": "string", "format": "binary"}}}}}}}),
+        "get": _op("List the session's files", {"200": _json(_obj({"files": {"type": "array", "items": _ref("File")}})), **_errors(400, 403, 404)}, S),
+    },
+    "/sessions/{session_id}/files/{name}": {
+        "get": _op("Download a file, as an attachment", {"200": {"description": "The file"}, **_errors(400, 403, 404)}, S + [FILE_NAME]),
+        "delete": _op("Delete a file", {"200": _json(_obj({"deleted": STR})), **_errors(400, 403, 404)}, S + [FILE_NAME]),
+    },
+    "/ws": {"get": _op("WebSocket chat", {"101": {"description": "Switching protocols"}, **_errors(403)},
+                       [{"name": "session_id", "in": "query", "schema": {"type": "string", "format": "uuid"}},
+                        {"name": "resume", "in": "query", "schema": STR, "description": "<message_id>:<seq> of the last frame received"}],
+                       description=("Frames in: chat {content, id?, max_tokens?}, stop, ping. Frames out: session (first), start, token, "
+                                    "done, error, queued, pong, files, session_closed. Turn frames carry message_id and seq. "
+                                    "Close codes: 4404 unknown/expired session, 4400 malformed id, 1013 reader too slow."))},
+}
+
+
+@lru_cache(maxsize=1)
+def openapi_document() -> dict[str, Any]:
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": "agentic", "version": __version__, "description": "Self-hosted LLM chat server with isolated sessions."},
+        "paths": PATHS,
+        "components": {"schemas": SCHEMAS},
+    }

@@ -1,0 +1,137 @@
+"""WebSocket chat (api.md): session frame first, then chat/stop/ping in, numbered turn frames out."""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any
+
+from aiohttp import WSMsgType, web
+
+from agentic import keys
+from agentic.api.errors import ApiError
+from agentic.api.origin import require_origin
+from agentic.chat.subscribers import SESSION_GONE_CLOSE_CODE, websocket_subscriber
+from agentic.logs import session_id_var
+from agentic.sessions.ids import parse_session_id
+from agentic.sessions.models import SessionRecord
+
+log = logging.getLogger("agentic.ws")
+routes = web.RouteTableDef()
+
+CLOSE_BAD_SESSION_ID = 4400
+MAX_FRAME_BYTES = 4 * 1024 * 1024
+
+
+def _requested_session(request: web.Request) -> str | None:
+    """The id from the query or the header; 403 when both are given and disagree."""
+    query = request.query.get("session_id")
+    header = request.headers.get("x-session-id")
+    if query and header and query.strip().lower() != header.strip().lower():
+        raise ApiError(403, "session_mismatch", "x-session-id header does not match session_id")
+    return query or header
+
+
+def _parse_resume(raw: str | None) -> tuple[str, int] | None:
+    if not raw:
+        return None
+    message_id, _, seq = raw.rpartition(":")
+    try:
+        return message_id, int(seq)
+    except ValueError:
+        return None
+
+
+@routes.get("/ws", name="websocket")
+async def websocket(request: web.Request) -> web.WebSocketResponse:
+    settings = request.app[keys.settings_key]
+    require_origin(request, settings.allowed_origins)
+    requested = _requested_session(request)
+    ws = web.WebSocketResponse(heartbeat=30.0, max_msg_size=MAX_FRAME_BYTES)
+    await ws.prepare(request)
+    record = await _open_session(request, ws, requested)
+    if record is None:
+        return ws
+    session_id_var.set(record.session_id)
+    sockets = request.app[keys.websockets_key]
+    metrics = request.app[keys.metrics_key]
+    chat = request.app[keys.chat_key]
+    subscriber = websocket_subscriber(ws)
+    sockets.add(ws)
+    metrics.websockets.set(len(sockets))
+    try:
+        subscriber.send({"type": "session", "session": record.to_json(request.app[keys.sessions_key].timeout_s)})
+        chat.subscribe(record.session_id, subscriber, _parse_resume(request.query.get("resume")))
+        async for msg in ws:
+            if msg.type == WSMsgType.TEXT:
+                await _handle_frame(request, record, subscriber, msg.data)
+            elif msg.type == WSMsgType.BINARY:
+                subscriber.send(_error("bad_frame", "frames must be JSON text"))
+            elif msg.type == WSMsgType.ERROR:
+                break
+    finally:
+        chat.unsubscribe(record.session_id, subscriber)
+        await subscriber.finish()
+        sockets.discard(ws)
+        metrics.websockets.set(len(sockets))
+    return ws
+
+
+async def _open_session(request: web.Request, ws: web.WebSocketResponse, requested: str | None) -> SessionRecord | None:
+    manager = request.app[keys.sessions_key]
+    if not requested:
+        client_id = request.headers.get("x-client-id", "")[:100] or None
+        return await manager.create(client_id)
+    try:
+        return manager.get_live(parse_session_id(requested.strip()))
+    except ApiError as exc:
+        code = CLOSE_BAD_SESSION_ID if exc.status == 400 else SESSION_GONE_CLOSE_CODE
+        await ws.close(code=code, message=exc.code.encode())
+        return None
+
+
+def _error(code: str, message: str, **extra: Any) -> dict[str, Any]:
+    return {"type": "error", "code": code, "message": message, **extra}
+
+
+async def _handle_frame(request: web.Request, record: SessionRecord, subscriber, data: str) -> None:
+    chat = request.app[keys.chat_key]
+    if len(data) > chat.max_message_chars * 4 + 1024:
+        subscriber.send(_error("message_too_large", f"frame is larger than {chat.max_message_chars} characters allow"))
+        return
+    try:
+        frame = json.loads(data)
+    except ValueError:
+        subscriber.send(_error("bad_frame", "frame is not valid JSON"))
+        return
+    if not isinstance(frame, dict):
+        subscriber.send(_error("bad_frame", "frame must be a JSON object"))
+        return
+    kind = frame.get("type")
+    try:
+        request.app[keys.sessions_key].get_live(record.session_id)
+    except ApiError:
+        subscriber.send(_error("session_not_found", "this session was deleted or has expired"))
+        return
+    if kind == "ping":
+        subscriber.send({"type": "pong"})
+    elif kind == "stop":
+        chat.stop(record.session_id)
+    elif kind == "chat":
+        await _start_chat(chat, record, subscriber, frame)
+    else:
+        subscriber.send(_error("unknown_type", f"unknown frame type {kind!r}"))
+
+
+async def _start_chat(chat, record: SessionRecord, subscriber, frame: dict[str, Any]) -> None:
+    reply_to = frame.get("id")
+    max_tokens = frame.get("max_tokens")
+    if reply_to is not None and not isinstance(reply_to, (str, int)):
+        reply_to = None
+    if max_tokens is not None and (isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or max_tokens < 1):
+        subscriber.send(_error("invalid_field", "'max_tokens' must be a positive integer", reply_to=reply_to))
+        return
+    try:
+        await chat.start_turn(record, frame.get("content"), max_tokens, reply_to=reply_to)
+    except ApiError as exc:
+        subscriber.send(_error(exc.code, json.loads(exc.text)["error"]["message"], reply_to=reply_to, status=exc.status))

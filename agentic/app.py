@@ -1,0 +1,124 @@
+"""The main server's app factory: `create_app(settings)`."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+import weakref
+from pathlib import Path
+from typing import AsyncIterator
+
+import aiohttp_jinja2
+import jinja2
+from aiohttp import WSCloseCode, web
+
+from agentic import keys
+from agentic.api import files, health, messages, page, sessions, ws
+from agentic.api.errors import error_middleware
+from agentic.api.metrics import Metrics, metrics_middleware
+from agentic.chat.service import ChatService
+from agentic.config import Settings
+from agentic.engine.engine import Engine
+from agentic.logs import session_id_var
+from agentic.sessions.lifecycle import SessionManager
+from agentic.sessions.store import SessionStore
+from agentic.uploads.storage import UploadService
+
+log = logging.getLogger("agentic.app")
+
+ROOT = Path(__file__).resolve().parent.parent
+STATIC_DIR = ROOT / "static"
+TEMPLATES_DIR = ROOT / "templates"
+
+
+@web.middleware
+async def session_log_context(request: web.Request, handler):
+    session_id_var.set(request.headers.get("x-session-id"))
+    return await handler(request)
+
+
+def create_app(settings: Settings) -> web.Application:
+    app = web.Application(
+        middlewares=[error_middleware, metrics_middleware, session_log_context],
+        client_max_size=settings.max_body_bytes,
+    )
+    app[keys.settings_key] = settings
+    app[keys.metrics_key] = Metrics()
+    app[keys.websockets_key] = weakref.WeakSet()
+    app[keys.started_at_key] = time.monotonic()
+    setup_templates(app)
+    for module in (health, sessions, messages, files, ws, page):
+        app.router.add_routes(module.routes)
+    app.router.add_static("/static", STATIC_DIR, name="static")
+    app.cleanup_ctx.extend([store_ctx, engine_ctx, services_ctx, background_ctx])
+    app.on_shutdown.append(close_websockets)
+    return app
+
+
+def setup_templates(app: web.Application) -> None:
+    aiohttp_jinja2.setup(app, loader=jinja2.FileSystemLoader(TEMPLATES_DIR), autoescape=True)
+
+
+async def store_ctx(app: web.Application) -> AsyncIterator[None]:
+    settings = app[keys.settings_key]
+    store = SessionStore(settings.db_path)
+    await store.open()
+    app[keys.store_key] = store
+    app[keys.sessions_key] = SessionManager(store, settings.uploads_dir, settings.kv_dir, settings.session_timeout_s, app[keys.metrics_key])
+    yield
+    await store.close()
+
+
+async def engine_ctx(app: web.Application) -> AsyncIterator[None]:
+    """The model loads in the background so /health can answer 'loading' meanwhile."""
+    settings = app[keys.settings_key]
+    engine = Engine(settings.engine, settings.kv_dir)
+    app[keys.engine_key] = engine
+    loading = asyncio.create_task(engine.start()) if settings.load_model else None
+    yield
+    if loading is not None:
+        await loading
+    await engine.stop()
+
+
+async def services_ctx(app: web.Application) -> AsyncIterator[None]:
+    settings = app[keys.settings_key]
+    manager = app[keys.sessions_key]
+    engine = app[keys.engine_key]
+    chat = ChatService(manager, engine, app[keys.metrics_key], settings.max_message_chars)
+    uploads = UploadService(settings.uploads, manager, settings.data_dir / "extracted")
+    chat.context_provider = uploads.context_for
+    uploads.on_change = lambda record: _broadcast_files(chat, record)
+    manager.on_removed(chat.session_removed)
+    manager.on_removed(engine.drop_session)
+    app[keys.chat_key] = chat
+    app[keys.uploads_key] = uploads
+    yield
+    await chat.shutdown()
+    uploads.close()
+
+
+async def _broadcast_files(chat: ChatService, record) -> None:
+    chat.broadcast(record.session_id, {"type": "files", "files": [f.to_json() for f in record.files.values()]})
+
+
+async def background_ctx(app: web.Application) -> AsyncIterator[None]:
+    settings = app[keys.settings_key]
+    manager = app[keys.sessions_key]
+    tasks = [
+        asyncio.create_task(manager.run_cleanup_loop(settings.cleanup_interval_s), name="session-cleanup"),
+        asyncio.create_task(manager.flush_loop(), name="activity-flush"),
+    ]
+    yield
+    for task in tasks:
+        task.cancel()
+    for task in tasks:
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
+async def close_websockets(app: web.Application) -> None:
+    for socket in list(app[keys.websockets_key]):
+        await socket.close(code=WSCloseCode.GOING_AWAY, message=b"server shutting down")

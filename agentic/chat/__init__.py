@@ -1,0 +1,1 @@
+"""Chat turns: storing messages, streaming frames to every watcher of a session, resuming streams."""

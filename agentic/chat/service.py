@@ -1,0 +1,232 @@
+"""Runs chat turns for sessions and fans their frames out to every watcher of the session."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass, field
+from typing import Any, Awaitable, Callable
+
+from agentic.api.errors import ApiError
+from agentic.api.metrics import Metrics
+from agentic.chat.subscribers import Subscriber
+from agentic.chat.turns import Turn
+from agentic.engine.engine import Engine
+from agentic.engine.types import EngineBusy, EngineNotReady, Sampling, TurnRequest
+from agentic.sessions.lifecycle import SessionManager
+from agentic.sessions.models import SessionRecord
+
+log = logging.getLogger("agentic.chat")
+
+# (session, question) -> (text to add to the system prompt, the files/passages used)
+ContextProvider = Callable[[SessionRecord, str], Awaitable[tuple[str, list[dict[str, Any]]]]]
+
+
+@dataclass
+class SessionHub:
+    subscribers: set[Subscriber] = field(default_factory=set)
+    current: Turn | None = None
+    last: Turn | None = None
+
+
+class ChatService:
+    def __init__(self, sessions: SessionManager, engine: Engine, metrics: Metrics, max_message_chars: int) -> None:
+        self.sessions = sessions
+        self.store = sessions.store
+        self.engine = engine
+        self.metrics = metrics
+        self.max_message_chars = max_message_chars
+        self.context_provider: ContextProvider | None = None
+        self._hubs: dict[str, SessionHub] = {}
+        self._pending_writes: set[asyncio.Task] = set()
+
+    def hub(self, session_id: str) -> SessionHub:
+        hub = self._hubs.get(session_id)
+        if hub is None:
+            hub = self._hubs[session_id] = SessionHub()
+        return hub
+
+    # -- watchers ------------------------------------------------------------------
+    def subscribe(self, session_id: str, subscriber: Subscriber, resume: tuple[str, int] | None = None) -> None:
+        """Watch a session; with `resume`, first replay what that turn sent after the given seq."""
+        hub = self.hub(session_id)
+        if resume is not None:
+            message_id, seq = resume
+            for turn in (hub.current, hub.last):
+                if turn is not None and turn.message_id == message_id:
+                    for frame in turn.frames_after(seq):
+                        subscriber.send(frame)
+                    break
+        hub.subscribers.add(subscriber)
+
+    def unsubscribe(self, session_id: str, subscriber: Subscriber) -> None:
+        hub = self._hubs.get(session_id)
+        if hub is None:
+            return
+        hub.subscribers.discard(subscriber)
+        turn = hub.current
+        if not hub.subscribers and turn is not None and turn.cancel_when_unwatched and not turn.done:
+            log.info("last watcher left, stopping the turn", extra={"session_id": session_id})
+            turn.cancel()
+        if not hub.subscribers and hub.current is None and hub.last is None:
+            self._hubs.pop(session_id, None)
+
+    def broadcast(self, session_id: str, frame: dict[str, Any]) -> None:
+        hub = self._hubs.get(session_id)
+        if hub is not None:
+            for subscriber in list(hub.subscribers):
+                subscriber.send(frame)
+
+    async def session_changed(self, record: SessionRecord) -> None:
+        self.broadcast(record.session_id, {"type": "session", "session": record.to_json(self.sessions.timeout_s)})
+
+    # -- turns ---------------------------------------------------------------------
+    def check_message(self, content: Any) -> str:
+        if not isinstance(content, str) or not content.strip():
+            raise ApiError(422, "invalid_field", "'content' must be a non-empty string")
+        if len(content) > self.max_message_chars:
+            raise ApiError(413, "message_too_large", f"message is longer than {self.max_message_chars} characters")
+        return content
+
+    async def start_turn(self, record: SessionRecord, content: Any, max_tokens: int | None = None, reply_to: str | None = None, cancel_when_unwatched: bool = True) -> Turn:
+        content = self.check_message(content)
+        hub = self.hub(record.session_id)
+        if hub.current is not None and not hub.current.done:
+            raise ApiError(409, "turn_in_progress", "a reply is already being generated for this session; stop it or wait")
+        if not self.engine.ready:
+            raise ApiError(503, "model_not_ready", self.engine.load_error or "the model is still loading")
+        turn = Turn(record.session_id, reply_to, cancel_when_unwatched)
+        hub.current = turn  # claimed before any await, so a second turn is refused
+        try:
+            await self.store.add_message(record, "user", content)
+            if record.title == "New chat":
+                await self.store.update(record, title=content.strip().splitlines()[0][:60])
+            messages = await self._conversation(record, content, turn)
+            turn.request = TurnRequest(
+                session_id=record.session_id, messages=messages,
+                max_tokens=self.engine.clamp_max_tokens(max_tokens or record.settings.max_tokens),
+                sampling=Sampling(record.settings.temperature, record.settings.top_p, record.settings.top_k, record.settings.seed),
+                emit=lambda kind, payload: self._on_engine_event(turn, kind, payload),
+            )
+            self.engine.submit(turn.request)
+        except EngineBusy as exc:
+            self._abandon(hub, turn)
+            raise ApiError(429, "busy", f"the server is busy: {exc}") from None
+        except EngineNotReady as exc:
+            self._abandon(hub, turn)
+            raise ApiError(503, "model_not_ready", str(exc)) from None
+        except BaseException:
+            self._abandon(hub, turn)
+            raise
+        self._send(turn, {"type": "start", "reply_to": reply_to})
+        return turn
+
+    def _abandon(self, hub: SessionHub, turn: Turn) -> None:
+        if hub.current is turn:
+            hub.current = None
+        if not turn.finished.done():
+            turn.finished.set_result(None)
+
+    async def _conversation(self, record: SessionRecord, question: str, turn: Turn) -> list[dict[str, str]]:
+        system = record.system_prompt
+        if self.context_provider is not None and record.files:
+            extra, turn.file_sources = await self.context_provider(record, question)
+            if extra:
+                system = f"{system}\n\n{extra}".strip()
+        history = [{"role": m.role, "content": m.content} for m in await self.store.messages(record.session_id)]
+        return ([{"role": "system", "content": system}] if system else []) + history
+
+    def _send(self, turn: Turn, body: dict[str, Any]) -> None:
+        self.broadcast(turn.session_id, turn.frame(body))
+
+    def _on_engine_event(self, turn: Turn, kind: str, payload: Any) -> None:
+        if kind == "token":
+            turn.parts.append(payload)
+            self._send(turn, {"type": "token", "text": payload})
+        elif kind == "queued":
+            self._send(turn, {"type": "queued", "position": payload})
+        elif kind == "done":
+            self._track(self._complete(turn, payload))
+        elif kind == "error":
+            code, message = payload
+            self._send(turn, {"type": "error", "code": code, "message": message})
+            self._track(self._complete(turn, None))
+
+    def _track(self, coro: Awaitable[None]) -> None:
+        task = asyncio.ensure_future(coro)
+        self._pending_writes.add(task)
+        task.add_done_callback(self._pending_writes.discard)
+
+    async def _complete(self, turn: Turn, usage: dict[str, Any] | None) -> None:
+        """Store the reply (also a partial one), then tell the watchers."""
+        hub = self.hub(turn.session_id)
+        try:
+            record = self.store.sessions.get(turn.session_id)
+            if usage is not None:
+                if turn.file_sources:
+                    usage["files"] = turn.file_sources
+                self._observe(usage)
+                if record is not None and (turn.text or usage["finish_reason"] != "cancelled"):
+                    message = await self.store.add_message(record, "assistant", turn.text, usage, message_id=turn.message_id)
+                    self._send(turn, {"type": "done", "message": message.to_json(), "usage": usage})
+                else:
+                    self._send(turn, {"type": "done", "message": None, "usage": usage})
+        finally:
+            if hub.current is turn:
+                hub.current = None
+            hub.last = turn
+            if not turn.finished.done():
+                turn.finished.set_result(usage)
+            if not hub.subscribers:
+                self._hubs.pop(turn.session_id, None)
+
+    def _observe(self, usage: dict[str, Any]) -> None:
+        self.metrics.turns.labels(usage["finish_reason"]).inc()
+        self.metrics.tokens_generated.inc(usage.get("completion_tokens", 0))
+        self.metrics.tokens_prefilled.inc(usage.get("prefill_tokens", 0))
+        if usage.get("completion_tokens"):
+            self.metrics.ttft.observe(usage["ttft_ms"] / 1000)
+
+    def stop(self, session_id: str) -> bool:
+        hub = self._hubs.get(session_id)
+        if hub is None or hub.current is None:
+            return False
+        hub.current.cancel()
+        return True
+
+    async def _stop_and_wait(self, session_id: str) -> None:
+        hub = self._hubs.get(session_id)
+        turn = hub.current if hub else None
+        if turn is not None:
+            turn.cancel()
+            await asyncio.wait_for(asyncio.shield(turn.finished), timeout=30)
+
+    # -- session-wide actions ------------------------------------------------------
+    async def clear(self, record: SessionRecord) -> None:
+        await self._stop_and_wait(record.session_id)
+        await self.store.clear_messages(record)
+        hub = self._hubs.get(record.session_id)
+        if hub is not None:
+            hub.last = None
+        await self.engine.drop_session(record.session_id)
+        await self.session_changed(record)
+
+    async def session_removed(self, session_id: str) -> None:
+        """Removal hook: stop the turn, tell and drop the watchers."""
+        hub = self._hubs.pop(session_id, None)
+        if hub is None:
+            return
+        if hub.current is not None:
+            hub.current.cancel()
+        for subscriber in list(hub.subscribers):
+            subscriber.send({"type": "session_closed", "reason": "deleted or expired"})
+
+    async def shutdown(self) -> None:
+        """Stop every turn and store what each had generated."""
+        turns = [h.current for h in self._hubs.values() if h.current is not None]
+        for turn in turns:
+            turn.cancel()
+        if turns:
+            await asyncio.wait([asyncio.shield(t.finished) for t in turns], timeout=10)
+        if self._pending_writes:
+            await asyncio.wait(list(self._pending_writes), timeout=10)

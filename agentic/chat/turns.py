@@ -1,0 +1,44 @@
+"""One assistant turn as seen by its watchers: numbered frames kept for resuming, and the reply text."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from typing import Any
+
+from agentic.engine.types import TurnRequest
+
+
+class Turn:
+    def __init__(self, session_id: str, reply_to: str | None, cancel_when_unwatched: bool) -> None:
+        self.session_id = session_id
+        self.message_id = str(uuid.uuid4())
+        self.reply_to = reply_to
+        self.cancel_when_unwatched = cancel_when_unwatched
+        self.frames: list[dict[str, Any]] = []
+        self.parts: list[str] = []
+        self.finished = asyncio.get_running_loop().create_future()
+        self.request: TurnRequest | None = None
+        self.file_sources: list[dict[str, Any]] = []
+
+    @property
+    def text(self) -> str:
+        return "".join(self.parts)
+
+    @property
+    def done(self) -> bool:
+        return self.finished.done()
+
+    def frame(self, body: dict[str, Any]) -> dict[str, Any]:
+        """Number a frame of this turn and keep it for resuming clients."""
+        body["message_id"] = self.message_id
+        body["seq"] = len(self.frames)
+        self.frames.append(body)
+        return body
+
+    def frames_after(self, seq: int) -> list[dict[str, Any]]:
+        return self.frames[seq + 1:] if seq >= -1 else list(self.frames)
+
+    def cancel(self) -> None:
+        if self.request is not None:
+            self.request.cancelled.set()

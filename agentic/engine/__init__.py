@@ -1,0 +1,1 @@
+"""The inference engine: one llama.cpp context, one thread, continuous batching across sessions."""

@@ -1,0 +1,104 @@
+"""The event-loop side of the engine: loads the model off-loop, owns the inference thread, takes turns."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from pathlib import Path
+
+from agentic.config import EngineSettings
+from agentic.engine.types import EngineBusy, EngineNotReady, TurnRequest
+
+log = logging.getLogger("agentic.engine")
+
+
+class Engine:
+    def __init__(self, settings: EngineSettings, kv_dir: Path) -> None:
+        self.settings = settings
+        self.kv_dir = kv_dir
+        self.model = None
+        self.scheduler = None
+        self.load_error: str | None = None
+        self._loaded = asyncio.Event()
+
+    @property
+    def ready(self) -> bool:
+        return self.scheduler is not None
+
+    @property
+    def model_name(self) -> str:
+        if self.model is not None:
+            return self.model.name
+        return Path(self.settings.model_path).name if self.settings.model_path else "none"
+
+    @property
+    def gpu_offload(self) -> bool:
+        return bool(self.model is not None and self.model.gpu_offload)
+
+    async def start(self) -> None:
+        """Load the model on a worker thread, then start the inference thread."""
+        from agentic.engine.kv_store import KvStore
+        from agentic.engine.model import LlamaModel
+        from agentic.engine.scheduler import Scheduler
+
+        try:
+            self.model = await asyncio.to_thread(LlamaModel, self.settings)
+        except Exception as exc:
+            self.load_error = str(exc)
+            log.error("model failed to load: %s", exc)
+            self._loaded.set()
+            return
+        identity = f"{self.model.path.name}:{self.model.path.stat().st_size}:{self.model.n_ctx_seq}"
+        kv = KvStore(self.kv_dir, identity)
+        self.scheduler = Scheduler(self.model, kv, asyncio.get_running_loop(), self.settings.prefill_chunk)
+        self.scheduler.start()
+        self._loaded.set()
+
+    async def wait_loaded(self) -> None:
+        await self._loaded.wait()
+
+    async def stop(self) -> None:
+        if self.scheduler is not None:
+            scheduler, self.scheduler = self.scheduler, None
+            await asyncio.to_thread(scheduler.stop)
+        if self.model is not None:
+            self.model.close()
+            self.model = None
+
+    def submit(self, req: TurnRequest) -> None:
+        if self.scheduler is None:
+            raise EngineNotReady(self.load_error or "the model is still loading")
+        if self.scheduler.waiting_count >= self.settings.max_queue:
+            raise EngineBusy(f"{self.scheduler.waiting_count} turns are already waiting for the model")
+        self.scheduler.submit(req)
+
+    async def drop_session(self, session_id: str) -> None:
+        """Forget a session's cached model state, in memory and on disk."""
+        if self.scheduler is None:
+            (self.kv_dir / f"{session_id}.kv").unlink(missing_ok=True)
+            return
+        done = asyncio.get_running_loop().create_future()
+        self.scheduler.drop_session(session_id, lambda: done.done() or done.set_result(None))
+        await done
+
+    def clamp_max_tokens(self, requested: int | None) -> int:
+        value = requested or self.settings.default_max_tokens
+        return max(1, min(value, self.settings.max_tokens_cap, self.settings.ctx_per_session // 2))
+
+    def stats(self) -> dict:
+        if self.scheduler is None:
+            return {}
+        c = self.scheduler.counters
+        return {
+            "steps": c.steps,
+            "multi_sequence_steps": c.multi_sequence_steps,
+            "max_sequences_in_step": c.max_sequences_in_step,
+            "tokens_generated": c.tokens_generated,
+            "tokens_prefilled": c.tokens_prefilled,
+            "turns_started": c.turns_started,
+            "turns_finished": c.turns_finished,
+            "evictions": c.evictions,
+            "restores": c.restores,
+            "waiting": self.scheduler.waiting_count,
+            "active": len(self.scheduler.active),
+        }

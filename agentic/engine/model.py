@@ -1,0 +1,156 @@
+"""The llama.cpp model and context, through llama-cpp-python's low-level API.
+
+Only the inference thread calls into a LlamaModel after it is loaded.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import logging
+from pathlib import Path
+
+import llama_cpp
+
+from agentic.config import EngineSettings
+from agentic.engine.chat_template import ChatTemplate
+from agentic.engine.types import Sampling
+
+log = logging.getLogger("agentic.engine")
+
+_llama_backend_ready = False
+_GGML_LOG_WARN = 3
+_GGML_LOG_CONT = 5
+
+
+@llama_cpp.llama_log_callback
+def _forward_llama_log(level: int, text: bytes, user_data: ctypes.c_void_p) -> None:
+    """llama.cpp prints hundreds of lines per load; keep only warnings and errors, in our log."""
+    if _GGML_LOG_WARN <= level < _GGML_LOG_CONT:
+        log.log(logging.WARNING if level == _GGML_LOG_WARN else logging.ERROR, "llama.cpp: %s", text.decode(errors="replace").rstrip())
+
+
+def _backend_init() -> None:
+    global _llama_backend_ready  # process-wide llama.cpp state, initialised exactly once
+    if not _llama_backend_ready:
+        llama_cpp.llama_log_set(_forward_llama_log, ctypes.c_void_p(0))
+        llama_cpp.llama_backend_init()
+        _llama_backend_ready = True
+
+
+def gpu_offload_supported() -> bool:
+    return bool(llama_cpp.llama_supports_gpu_offload())
+
+
+class LlamaModel:
+    def __init__(self, settings: EngineSettings) -> None:
+        if settings.model_path is None or not Path(settings.model_path).is_file():
+            raise FileNotFoundError(f"model file not found: {settings.model_path}")
+        _backend_init()
+        self.path = Path(settings.model_path)
+        self.gpu_offload = gpu_offload_supported()
+        mparams = llama_cpp.llama_model_default_params()
+        mparams.n_gpu_layers = settings.gpu_layers if self.gpu_offload else 0
+        self.model = llama_cpp.llama_model_load_from_file(str(self.path).encode(), mparams)
+        if not self.model:
+            raise RuntimeError(f"llama.cpp could not load {self.path}")
+        self.vocab = llama_cpp.llama_model_get_vocab(self.model)
+        self.n_seq = settings.parallel
+        self.n_ctx_seq = settings.ctx_per_session
+        self.n_batch = settings.batch_size
+        cparams = llama_cpp.llama_context_default_params()
+        cparams.n_ctx = settings.ctx_per_session * settings.parallel
+        cparams.n_batch = settings.batch_size
+        cparams.n_ubatch = settings.batch_size
+        cparams.n_seq_max = settings.parallel
+        cparams.n_threads = settings.threads
+        cparams.n_threads_batch = settings.threads
+        cparams.kv_unified = False  # each sequence owns a separate cache of ctx_per_session tokens
+        self.ctx = llama_cpp.llama_init_from_model(self.model, cparams)
+        if not self.ctx:
+            llama_cpp.llama_model_free(self.model)
+            raise RuntimeError("llama.cpp could not create a context")
+        self.memory = llama_cpp.llama_get_memory(self.ctx)
+        self.template = ChatTemplate(self.metadata("tokenizer.chat_template"), self.token_text(llama_cpp.llama_vocab_bos(self.vocab)), self.token_text(llama_cpp.llama_vocab_eos(self.vocab)))
+        self.name = self.metadata("general.name") or self.path.stem
+        self._piece_buf = ctypes.create_string_buffer(256)
+        log.info("model loaded: %s (gpu_offload=%s, %d sequences x %d tokens)", self.name, self.gpu_offload, self.n_seq, self.n_ctx_seq)
+
+    def close(self) -> None:
+        if self.ctx:
+            llama_cpp.llama_free(self.ctx)
+            self.ctx = None
+        if self.model:
+            llama_cpp.llama_model_free(self.model)
+            self.model = None
+
+    def metadata(self, key: str) -> str | None:
+        size = llama_cpp.llama_model_meta_val_str(self.model, key.encode(), None, 0)
+        if size < 0:
+            return None
+        buf = ctypes.create_string_buffer(size + 1)
+        llama_cpp.llama_model_meta_val_str(self.model, key.encode(), buf, size + 1)
+        return buf.value.decode("utf-8", errors="replace")
+
+    # -- text <-> tokens -----------------------------------------------------
+    def tokenize(self, text: str) -> list[int]:
+        data = text.encode("utf-8")
+        capacity = len(data) + 16
+        tokens = (llama_cpp.llama_token * capacity)()
+        n = llama_cpp.llama_tokenize(self.vocab, data, len(data), tokens, capacity, False, True)
+        if n < 0:
+            capacity = -n
+            tokens = (llama_cpp.llama_token * capacity)()
+            n = llama_cpp.llama_tokenize(self.vocab, data, len(data), tokens, capacity, False, True)
+        return list(tokens[:n])
+
+    def piece(self, token: int) -> bytes:
+        n = llama_cpp.llama_token_to_piece(self.vocab, token, self._piece_buf, len(self._piece_buf), 0, False)
+        if n < 0:
+            buf = ctypes.create_string_buffer(-n)
+            n = llama_cpp.llama_token_to_piece(self.vocab, token, buf, -n, 0, False)
+            return buf.raw[:n]
+        return self._piece_buf.raw[:n]
+
+    def token_text(self, token: int) -> str:
+        if token < 0:
+            return ""
+        text = llama_cpp.llama_vocab_get_text(self.vocab, token)
+        return text.decode("utf-8", errors="replace") if text else ""
+
+    def is_eog(self, token: int) -> bool:
+        return bool(llama_cpp.llama_vocab_is_eog(self.vocab, token))
+
+    # -- sampling ------------------------------------------------------------
+    def new_sampler(self, sampling: Sampling) -> ctypes.c_void_p:
+        chain = llama_cpp.llama_sampler_chain_init(llama_cpp.llama_sampler_chain_default_params())
+        if sampling.temperature <= 0:
+            llama_cpp.llama_sampler_chain_add(chain, llama_cpp.llama_sampler_init_greedy())
+            return chain
+        # top_k first: top_p alone sorts the whole vocabulary (4 ms per token here).
+        llama_cpp.llama_sampler_chain_add(chain, llama_cpp.llama_sampler_init_top_k(sampling.top_k))
+        llama_cpp.llama_sampler_chain_add(chain, llama_cpp.llama_sampler_init_top_p(sampling.top_p, 1))
+        llama_cpp.llama_sampler_chain_add(chain, llama_cpp.llama_sampler_init_temp(sampling.temperature))
+        seed = llama_cpp.LLAMA_DEFAULT_SEED if sampling.seed is None else sampling.seed
+        llama_cpp.llama_sampler_chain_add(chain, llama_cpp.llama_sampler_init_dist(seed))
+        return chain
+
+    def sample(self, sampler: ctypes.c_void_p, batch_index: int) -> int:
+        return llama_cpp.llama_sampler_sample(sampler, self.ctx, batch_index)
+
+    @staticmethod
+    def free_sampler(sampler: ctypes.c_void_p) -> None:
+        llama_cpp.llama_sampler_free(sampler)
+
+    # -- KV cache per sequence -----------------------------------------------
+    def seq_truncate(self, seq: int, keep: int) -> None:
+        llama_cpp.llama_memory_seq_rm(self.memory, seq, keep, -1)
+
+    def seq_state(self, seq: int) -> bytes:
+        size = llama_cpp.llama_state_seq_get_size(self.ctx, seq)
+        buf = (ctypes.c_uint8 * size)()
+        written = llama_cpp.llama_state_seq_get_data(self.ctx, buf, size, seq)
+        return bytes(buf[:written])
+
+    def load_seq_state(self, seq: int, data: bytes) -> bool:
+        buf = (ctypes.c_uint8 * len(data)).from_buffer_copy(data)
+        return llama_cpp.llama_state_seq_set_data(self.ctx, buf, len(data), seq) > 0

@@ -1,0 +1,1 @@
+"""Sessions: their data model, the SQLite store, and the expiry lifecycle."""

@@ -1,0 +1,132 @@
+"""Session, message and file records and their JSON shapes (api.md)."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field, fields
+from datetime import datetime, timezone
+from typing import Any
+
+from agentic.api.errors import ApiError
+
+
+def iso(ts: float) -> str:
+    return datetime.fromtimestamp(ts, tz=timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def now() -> float:
+    return time.time()
+
+
+@dataclass
+class ChatSettings:
+    """Per-session assistant settings; None means the server default."""
+
+    temperature: float = 0.7
+    top_p: float = 0.95
+    top_k: int = 40
+    max_tokens: int | None = None
+    seed: int | None = None
+
+    LIMITS = {"temperature": (0.0, 2.0), "top_p": (0.0, 1.0), "top_k": (1, 1000), "max_tokens": (1, 1_000_000), "seed": (0, 2**31 - 1)}
+
+    def to_json(self) -> dict[str, Any]:
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+    def updated(self, changes: Any) -> "ChatSettings":
+        if not isinstance(changes, dict):
+            raise ApiError(422, "invalid_field", "settings must be an object")
+        values = self.to_json()
+        for name, value in changes.items():
+            if name not in values:
+                raise ApiError(422, "invalid_field", f"unknown setting {name!r}")
+            values[name] = _checked_setting(name, value, self.LIMITS[name])
+        return ChatSettings(**values)
+
+
+def _checked_setting(name: str, value: Any, limits: tuple[float, float]) -> Any:
+    if value is None and name in ("max_tokens", "seed"):
+        return None
+    want_int = name in ("top_k", "max_tokens", "seed")
+    ok_type = isinstance(value, int) if want_int else isinstance(value, (int, float))
+    if isinstance(value, bool) or not ok_type:
+        kind = "an integer" if want_int else "a number"
+        raise ApiError(422, "invalid_field", f"setting {name!r} must be {kind}")
+    low, high = limits
+    if not low <= value <= high:
+        raise ApiError(422, "invalid_field", f"setting {name!r} must be between {low} and {high}")
+    return value
+
+
+@dataclass
+class FileRecord:
+    name: str
+    size: int
+    content_type: str
+    uploaded_at: float
+    extracted_chars: int = 0
+    sha256: str = ""
+    status: str = "ok"
+    note: str = ""
+
+    def to_json(self) -> dict[str, Any]:
+        body = {
+            "name": self.name,
+            "size": self.size,
+            "content_type": self.content_type,
+            "uploaded_at": iso(self.uploaded_at),
+            "extracted_chars": self.extracted_chars,
+            "status": self.status,
+        }
+        if self.note:
+            body["note"] = self.note
+        return body
+
+
+@dataclass(slots=True)
+class SessionRecord:
+    session_id: str
+    client_id: str | None
+    title: str
+    created_at: float
+    last_activity: float
+    system_prompt: str
+    settings: ChatSettings
+    message_count: int = 0
+    files: dict[str, FileRecord] = field(default_factory=dict)
+
+    def expires_at(self, timeout_s: float) -> float:
+        return self.last_activity + timeout_s
+
+    def summary_json(self, timeout_s: float, full_id: bool) -> dict[str, Any]:
+        return {
+            "session_id": self.session_id if full_id else self.session_id[:8],
+            "client_id": self.client_id,
+            "title": self.title,
+            "created_at": iso(self.created_at),
+            "last_activity": iso(self.last_activity),
+            "expires_at": iso(self.expires_at(timeout_s)),
+            "message_count": self.message_count,
+        }
+
+    def to_json(self, timeout_s: float) -> dict[str, Any]:
+        body = self.summary_json(timeout_s, full_id=True)
+        body["files"] = [f.to_json() for f in self.files.values()]
+        body["system_prompt"] = self.system_prompt
+        body["settings"] = self.settings.to_json()
+        return body
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    id: str
+    role: str
+    content: str
+    created_at: float
+    usage: dict[str, Any] | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        body: dict[str, Any] = {"id": self.id, "role": self.role, "content": self.content, "created_at": iso(self.created_at)}
+        if self.usage is not None:
+            body["usage"] = self.usage
+        return body

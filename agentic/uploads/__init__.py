@@ -1,0 +1,1 @@
+"""Per-session uploads: safe names, type checks, streamed storage, text extraction, passage search."""
