@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from typing import Any
 
@@ -40,7 +41,7 @@ async def _stream_turn(request: web.Request, record, content: Any, max_tokens: i
     chat = request.app[keys.chat_key]
     turn = await chat.start_turn(record, content, max_tokens, cancel_when_unwatched=True)
     response = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
-    ended = request.loop.create_future()
+    ended = asyncio.get_running_loop().create_future()
 
     def end() -> None:
         if not ended.done():

@@ -114,6 +114,8 @@ class Scheduler:
         self._stopping = False
         self._last_positions: dict[int, int] = {}
         self.waiting_count = 0
+        # The text of the prompt each session's latest turn was answered from, for inspection.
+        self.last_prompt: dict[str, str] = {}
 
     # -- called from the event loop ------------------------------------------
     def start(self) -> None:
@@ -274,8 +276,10 @@ class Scheduler:
         budget = self.model.n_ctx_seq - req.max_tokens
         trimmed = 0
         while True:
-            tokens = self.model.tokenize(self.model.template.render(system + history))
+            text = self.model.template.render(system + history)
+            tokens = self.model.tokenize(text)
             if len(tokens) <= budget:
+                self.last_prompt[req.session_id] = text
                 return tokens, trimmed
             if len(history) <= 1:
                 raise PromptTooLong(f"the message needs {len(tokens)} tokens; this session's context holds {budget} besides the reply")
@@ -387,6 +391,7 @@ class Scheduler:
                     self._finish(slot.turn, "cancelled")
                 self._release(slot)
         self.kv.drop(session_id)
+        self.last_prompt.pop(session_id, None)
 
     def _save_all_slots(self) -> None:
         for slot in self.slots:

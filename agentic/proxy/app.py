@@ -1,0 +1,146 @@
+"""The two apps of client N: the backend proxy (8000+N) and the frontend (8500+N)."""
+
+from __future__ import annotations
+
+import time
+from typing import AsyncIterator
+from urllib.parse import urlsplit
+
+import aiohttp
+from aiohttp import web
+from aiohttp_session import session_middleware
+
+from agentic.api.errors import ApiError, error_middleware
+from agentic.api.page import render_chat_page
+from agentic.app import STATIC_DIR, setup_templates
+from agentic.config import ClientSettings
+from agentic.proxy.binding import SessionBinder, cookie_storage, valid_uuid
+from agentic.proxy.forward import Forwarder, backend_unreachable
+
+binder_key = web.AppKey("binder", SessionBinder)
+forwarder_key = web.AppKey("forwarder", Forwarder)
+client_settings_key = web.AppKey("client_settings", ClientSettings)
+started_key = web.AppKey("started", float)
+
+STATE_CHANGING = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+
+
+def create_proxy_app(settings: ClientSettings, forwarder: Forwarder, binder: SessionBinder, cookie_key: bytes, api_prefix: str = "") -> web.Application:
+    """Forwards every route to the main server; `api_prefix` is set when mounted under the frontend."""
+    app = web.Application(middlewares=[error_middleware, session_middleware(cookie_storage(cookie_key, settings.number))], client_max_size=1024**2)
+    app[client_settings_key] = settings
+    app[forwarder_key] = forwarder
+    app[binder_key] = binder
+    app[started_key] = time.monotonic()
+    app.router.add_get(f"{api_prefix}/health", proxy_health, name="proxy_health")
+    app.router.add_get(f"{api_prefix}/sessions", list_sessions, name="proxy_sessions_list")
+    app.router.add_post(f"{api_prefix}/sessions", create_session, name="proxy_sessions_create")
+    app.router.add_get(f"{api_prefix}/ws", websocket, name="proxy_ws")
+    app.router.add_route("*", f"{api_prefix}/{{tail:.*}}", forward_any, name="proxy_forward")
+    return app
+
+
+def create_frontend_app(settings: ClientSettings, forwarder: Forwarder, binder: SessionBinder, cookie_key: bytes) -> web.Application:
+    """The chat page and its assets; its API calls go to /api/*, proxied like the backend port."""
+    app = create_proxy_app(settings, forwarder, binder, cookie_key, api_prefix="/api")
+    setup_templates(app)
+    app.router.add_get("/", frontend_page, name="frontend_page")
+    app.router.add_static("/static", STATIC_DIR, name="static")
+    return app
+
+
+def forwarder_ctx(forwarder: Forwarder):
+    async def ctx(app: web.Application) -> AsyncIterator[None]:
+        await forwarder.open()
+        yield
+        await forwarder.close()
+
+    return ctx
+
+
+# -- helpers --------------------------------------------------------------------------------
+def backend_path(request: web.Request) -> str:
+    """The request's path and query as the main server should see it (without /api)."""
+    raw = request.rel_url.raw_path_qs if hasattr(request.rel_url, "raw_path_qs") else str(request.rel_url)
+    return raw[4:] if raw.startswith("/api/") else raw
+
+
+def check_origin(request: web.Request) -> None:
+    """Only this client's own pages (frontend or proxy port, same host) may drive its sessions."""
+    origin = request.headers.get("Origin")
+    if origin is None:
+        return
+    settings = request.app[client_settings_key]
+    parts = urlsplit(origin)
+    request_host = (request.host or "").rsplit(":", 1)[0].lower()
+    allowed_ports = {settings.frontend_port, settings.proxy_port}
+    if parts.scheme in ("http", "https") and (parts.hostname or "").lower() == request_host and parts.port in allowed_ports:
+        return
+    raise ApiError(403, "origin_refused", f"origin {origin!r} may not use client {settings.number}")
+
+
+async def caller_session(request: web.Request, check_live: bool = False) -> str | None:
+    """The request's own session (header, or the WebSocket's query), else the implicit binding."""
+    own = request.headers.get("x-session-id") or (request.query.get("session_id") if request.path.endswith("/ws") else None)
+    if own:
+        return own.strip()
+    forwarder = request.app[forwarder_key]
+    try:
+        return await request.app[binder_key].implicit_session(request, forwarder.http, check_live)
+    except (aiohttp.ClientError, OSError) as exc:
+        raise backend_unreachable(type(exc).__name__) from None
+
+
+# -- views ------------------------------------------------------------------------------------
+async def proxy_health(request: web.Request) -> web.Response:
+    settings = request.app[client_settings_key]
+    forwarder = request.app[forwarder_key]
+    backend: dict = {"url": forwarder.backend_url, "reachable": False}
+    try:
+        async with forwarder.http.get(f"{forwarder.backend_url}/health", timeout=aiohttp.ClientTimeout(total=3)) as resp:
+            backend.update(reachable=True, status=(await resp.json()).get("status"))
+    except (aiohttp.ClientError, OSError, TimeoutError, ValueError) as exc:
+        backend["error"] = type(exc).__name__
+    return web.json_response({
+        "status": "ok",
+        "role": "client-proxy",
+        "client": settings.number,
+        "client_id": settings.client_id,
+        "ports": {"frontend": settings.frontend_port, "proxy": settings.proxy_port},
+        "uptime_s": round(time.monotonic() - request.app[started_key], 3),
+        "backend": backend,
+    })
+
+
+async def list_sessions(request: web.Request) -> web.Response:
+    session_id = await caller_session(request, check_live=True)
+    status, body = await request.app[forwarder_key].fetch_json(request, backend_path(request), session_id)
+    if status == 200 and isinstance(body, dict):
+        body["session_id"] = valid_uuid(session_id)
+        body["client_id"] = request.app[client_settings_key].client_id
+    return web.json_response(body, status=status)
+
+
+async def create_session(request: web.Request) -> web.Response:
+    check_origin(request)
+    status, body = await request.app[forwarder_key].fetch_json(request, backend_path(request), None)
+    if status == 201 and isinstance(body, dict) and valid_uuid(body.get("session_id")):
+        await request.app[binder_key].bind(request, body["session_id"])
+    return web.json_response(body, status=status)
+
+
+async def websocket(request: web.Request) -> web.StreamResponse:
+    check_origin(request)
+    session_id = await caller_session(request, check_live=True)
+    return await request.app[forwarder_key].relay_websocket(request, backend_path(request), session_id)
+
+
+async def forward_any(request: web.Request) -> web.StreamResponse:
+    if request.method in STATE_CHANGING:
+        check_origin(request)
+    session_id = await caller_session(request)
+    return await request.app[forwarder_key].forward(request, backend_path(request), session_id)
+
+
+async def frontend_page(request: web.Request) -> web.Response:
+    return render_chat_page(request, "/api", request.app[client_settings_key].client_id)

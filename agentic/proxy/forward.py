@@ -1,0 +1,148 @@
+"""Forwarding to the main server: streamed HTTP both ways and a two-task WebSocket relay."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from typing import Any
+
+import aiohttp
+from aiohttp import ClientSession, WSMsgType, web
+from aiohttp_session import SESSION_KEY, STORAGE_KEY
+from yarl import URL
+
+from agentic.api.errors import ApiError
+
+log = logging.getLogger("agentic.proxy")
+
+HOP_BY_HOP = frozenset({
+    "connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "proxy-connection",
+    "te", "trailer", "trailers", "transfer-encoding", "upgrade",
+})
+# The proxy answers for these itself: the browser's cookie and Origin stop here.
+NOT_FORWARDED = HOP_BY_HOP | {"host", "cookie", "origin", "x-session-id", "x-client-id"}
+WS_HANDSHAKE = frozenset({"sec-websocket-key", "sec-websocket-version", "sec-websocket-extensions", "sec-websocket-protocol"})
+
+
+def backend_unreachable(detail: str) -> ApiError:
+    return ApiError(502, "backend_unreachable", f"the main server cannot be reached: {detail}")
+
+
+async def save_cookie_binding(request: web.Request, response: web.StreamResponse) -> None:
+    """aiohttp-session saves only plain Responses; streamed ones are saved here, before prepare."""
+    session = request.get(SESSION_KEY)
+    if session is not None and session._changed:
+        await request[STORAGE_KEY].save_session(request, response, session)
+
+
+class Forwarder:
+    def __init__(self, backend_url: str, client_id: str) -> None:
+        self.backend_url = backend_url.rstrip("/")
+        self.client_id = client_id
+        self.http: ClientSession | None = None
+
+    async def open(self) -> None:
+        connector = aiohttp.TCPConnector(limit=256, limit_per_host=256, keepalive_timeout=30)
+        # No total timeout: streams (SSE, long replies) last as long as they last.
+        timeout = aiohttp.ClientTimeout(total=None, sock_connect=5)
+        self.http = ClientSession(connector=connector, timeout=timeout, auto_decompress=False, cookie_jar=aiohttp.DummyCookieJar())
+
+    async def close(self) -> None:
+        if self.http is not None:
+            await self.http.close()
+
+    def url(self, path_qs: str) -> URL:
+        return URL(self.backend_url + path_qs, encoded=True)
+
+    def upstream_headers(self, request: web.Request, session_id: str | None) -> dict[str, str]:
+        headers = {k: v for k, v in request.headers.items() if k.lower() not in NOT_FORWARDED and k.lower() not in WS_HANDSHAKE}
+        if session_id:
+            headers["x-session-id"] = session_id
+        headers["x-client-id"] = self.client_id
+        peer = request.remote or ""
+        prior = request.headers.get("X-Forwarded-For")
+        headers["X-Forwarded-For"] = f"{prior}, {peer}" if prior else peer
+        headers["X-Forwarded-Host"] = request.host
+        headers["X-Forwarded-Proto"] = request.scheme
+        return headers
+
+    async def fetch_json(self, request: web.Request, path_qs: str, session_id: str | None) -> tuple[int, Any]:
+        """A small JSON exchange that the proxy needs to read (session listing and creation)."""
+        assert self.http is not None
+        body = await request.read() if request.body_exists else None
+        try:
+            async with self.http.request(request.method, self.url(path_qs), headers=self.upstream_headers(request, session_id), data=body, allow_redirects=False) as upstream:
+                payload = await upstream.read()
+                try:
+                    return upstream.status, json.loads(payload)
+                except ValueError:
+                    raise backend_unreachable(f"answered {upstream.status} with a non-JSON body") from None
+        except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
+            raise backend_unreachable(type(exc).__name__) from None
+
+    async def forward(self, request: web.Request, path_qs: str, session_id: str | None) -> web.StreamResponse:
+        """Stream the request to the backend and its response back, as they come."""
+        assert self.http is not None
+        data = request.content if request.body_exists else None
+        try:
+            upstream_cm = self.http.request(request.method, self.url(path_qs), headers=self.upstream_headers(request, session_id), data=data, allow_redirects=False)
+            upstream = await upstream_cm.__aenter__()
+        except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
+            raise backend_unreachable(type(exc).__name__) from None
+        try:
+            response = web.StreamResponse(status=upstream.status, reason=upstream.reason)
+            for name, value in upstream.headers.items():
+                if name.lower() not in HOP_BY_HOP:
+                    response.headers.add(name, value)
+            await save_cookie_binding(request, response)
+            await response.prepare(request)
+            async for chunk in upstream.content.iter_any():
+                await response.write(chunk)
+            await response.write_eof()
+            return response
+        except (aiohttp.ClientPayloadError, aiohttp.ServerDisconnectedError):
+            log.warning("backend dropped a response mid-stream on %s", request.path)
+            raise
+        finally:
+            await upstream_cm.__aexit__(None, None, None)
+
+    async def relay_websocket(self, request: web.Request, path_qs: str, session_id: str | None) -> web.StreamResponse:
+        assert self.http is not None
+        headers = self.upstream_headers(request, session_id)
+        try:
+            upstream = await self.http.ws_connect(self.url(path_qs), headers=headers, autoping=False, max_msg_size=0)
+        except aiohttp.WSServerHandshakeError as exc:
+            raise ApiError(exc.status if exc.status >= 400 else 502, "upstream_refused", f"the main server refused the WebSocket ({exc.status})") from None
+        except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
+            raise backend_unreachable(type(exc).__name__) from None
+        browser = web.WebSocketResponse(autoping=False, max_msg_size=0)
+        await save_cookie_binding(request, browser)
+        await browser.prepare(request)
+        to_backend = asyncio.create_task(_pipe(browser, upstream))
+        to_browser = asyncio.create_task(_pipe(upstream, browser))
+        try:
+            await asyncio.wait({to_backend, to_browser}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in (to_backend, to_browser):
+                task.cancel()
+            await asyncio.gather(to_backend, to_browser, return_exceptions=True)
+            code = upstream.close_code or browser.close_code or aiohttp.WSCloseCode.GOING_AWAY
+            await upstream.close(code=browser.close_code or aiohttp.WSCloseCode.GOING_AWAY)
+            await browser.close(code=code)
+        return browser
+
+
+async def _pipe(source: Any, sink: Any) -> None:
+    """Copy frames one way until `source` closes; pings and pongs pass through."""
+    async for msg in source:
+        if msg.type == WSMsgType.TEXT:
+            await sink.send_str(msg.data)
+        elif msg.type == WSMsgType.BINARY:
+            await sink.send_bytes(msg.data)
+        elif msg.type == WSMsgType.PING:
+            await sink.ping(msg.data)
+        elif msg.type == WSMsgType.PONG:
+            await sink.pong(msg.data)
+        elif msg.type in (WSMsgType.CLOSE, WSMsgType.CLOSING, WSMsgType.CLOSED, WSMsgType.ERROR):
+            break

@@ -1,0 +1,69 @@
+"""Shared fixtures: apps built with the factory on a temporary data directory."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from agentic.app import create_app
+from agentic.config import EngineSettings, Settings, bundled_model_path
+
+MODEL = bundled_model_path()
+
+
+def make_settings(data_dir: Path, load_model: bool = False, **overrides) -> Settings:
+    engine = EngineSettings(model_path=MODEL, threads=2, parallel=4, ctx_per_session=1024, default_max_tokens=16)
+    engine_overrides = {k[len("engine_"):]: overrides.pop(k) for k in list(overrides) if k.startswith("engine_")}
+    return Settings(data_dir=data_dir, load_model=load_model, log_json=False, engine=replace(engine, **engine_overrides), **overrides)
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> Settings:
+    return make_settings(tmp_path / "data")
+
+
+@pytest.fixture
+async def client(aiohttp_client, settings):
+    """The main server without a model: every route but chat."""
+    return await aiohttp_client(create_app(settings))
+
+
+@pytest.fixture
+async def model_client(aiohttp_client, tmp_path):
+    """The main server with the real bundled model loaded."""
+    app = create_app(make_settings(tmp_path / "data", load_model=True))
+    test_client = await aiohttp_client(app)
+    from agentic import keys
+
+    await app[keys.engine_key].wait_loaded()
+    assert app[keys.engine_key].ready, app[keys.engine_key].load_error
+    return test_client
+
+
+async def new_session(client, **body) -> dict:
+    resp = await client.post("/sessions", json=body or None)
+    assert resp.status == 201, await resp.text()
+    return await resp.json()
+
+
+def assert_error(body: dict, code: str | None = None) -> None:
+    assert set(body) == {"error"}, body
+    assert set(body["error"]) == {"code", "message"}
+    if code is not None:
+        assert body["error"]["code"] == code, body
+
+
+def form(*files: tuple[str, bytes]):
+    """A multipart body with one part per (filename, content)."""
+    import aiohttp
+
+    data = aiohttp.FormData()
+    for name, content in files:
+        data.add_field("file", content, filename=name, content_type="application/octet-stream")
+    return data
+
+
+async def upload(client, session_id: str, *files: tuple[str, bytes], headers: dict | None = None):
+    return await client.post(f"/sessions/{session_id}/files", data=form(*files), headers=headers)

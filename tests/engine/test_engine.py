@@ -1,0 +1,165 @@
+"""The engine with the real model: slots, eviction to disk, restore, trimming, limits."""
+
+import asyncio
+
+import pytest
+
+from agentic import keys
+from agentic.app import create_app
+from agentic.engine.chat_template import ChatTemplate
+from agentic.engine.scheduler import common_prefix
+from tests.chat.helpers import chat_turn, open_session_socket
+from tests.conftest import make_settings, new_session
+
+
+async def started_app(aiohttp_client, tmp_path, **overrides):
+    app = create_app(make_settings(tmp_path / "data", load_model=True, **overrides))
+    client = await aiohttp_client(app)
+    await app[keys.engine_key].wait_loaded()
+    return client
+
+
+async def reply(client, sid, content, max_tokens=12):
+    resp = await client.post(f"/sessions/{sid}/messages", json={"content": content, "max_tokens": max_tokens})
+    body = await resp.json()
+    assert resp.status == 200, body
+    return body
+
+
+async def test_evicted_sessions_restore_their_own_state(aiohttp_client, tmp_path):
+    """One slot, two sessions with different secrets: each turn evicts the other to disk."""
+    client = await started_app(aiohttp_client, tmp_path, engine_parallel=1)
+    engine = client.app[keys.engine_key]
+    greedy = {"settings": {"temperature": 0}}
+    a = (await new_session(client, system_prompt="The secret is ALPHA-7.", **greedy))["session_id"]
+    b = (await new_session(client, system_prompt="The secret is BRAVO-9.", **greedy))["session_id"]
+    await reply(client, a, "What is the secret?")
+    await reply(client, b, "What is the secret?")
+    assert engine.stats()["evictions"] >= 1 and (tmp_path / "data" / "kv" / f"{a}.kv").exists()
+    second_a = await reply(client, a, "Say it again.")
+    assert second_a["usage"]["restored_state"] is True
+    assert second_a["usage"]["cached_tokens"] > 0
+    prompt_a = engine.scheduler.last_prompt[a]
+    assert "ALPHA-7" in prompt_a and "BRAVO-9" not in prompt_a
+    second_b = await reply(client, b, "Say it again.")
+    assert second_b["usage"]["restored_state"] is True
+    assert "BRAVO-9" in engine.scheduler.last_prompt[b] and "ALPHA-7" not in engine.scheduler.last_prompt[b]
+    assert engine.stats()["restores"] >= 2
+
+    # Continuing from the restored cache gives exactly what a cold computation gives.
+    fresh = await started_app(aiohttp_client, tmp_path / "cold", engine_parallel=1)
+    c = (await new_session(fresh, system_prompt="The secret is ALPHA-7.", **greedy))["session_id"]
+    messages = (await (await client.get(f"/sessions/{a}/messages")).json())["messages"]
+    await fresh.app[keys.store_key].add_message(fresh.app[keys.store_key].sessions[c], "user", messages[0]["content"])
+    await fresh.app[keys.store_key].add_message(fresh.app[keys.store_key].sessions[c], "assistant", messages[1]["content"])
+    cold = await reply(fresh, c, "Say it again.")
+    assert cold["usage"]["cached_tokens"] == 0
+    assert cold["message"]["content"] == second_a["message"]["content"]
+
+
+async def test_state_survives_a_restart(aiohttp_client, tmp_path):
+    settings_dir = tmp_path
+    client = await started_app(aiohttp_client, settings_dir)
+    sid = (await new_session(client, settings={"temperature": 0}))["session_id"]
+    await reply(client, sid, "Name a fruit.")
+    await client.close()  # shutdown saves every slot
+    assert (tmp_path / "data" / "kv" / f"{sid}.kv").exists()
+    again = await started_app(aiohttp_client, settings_dir)
+    second = await reply(again, sid, "Name another.")
+    assert second["usage"]["restored_state"] is True and second["usage"]["cached_tokens"] > 0
+
+
+async def test_state_is_used_only_when_it_matches_the_history(aiohttp_client, tmp_path):
+    client = await started_app(aiohttp_client, tmp_path, engine_parallel=1)
+    a = (await new_session(client))["session_id"]
+    b = (await new_session(client))["session_id"]
+    await reply(client, a, "Hello there.")
+    await reply(client, b, "Evict the other one.")
+    kv = tmp_path / "data" / "kv" / f"{a}.kv"
+    assert kv.exists()
+    # The same session's history changes under the saved state (edited system prompt):
+    await client.patch(f"/sessions/{a}", json={"system_prompt": "Completely different instructions."})
+    after = await reply(client, a, "Hello again.")
+    assert after["usage"]["restored_state"] is False or after["usage"]["cached_tokens"] < 5
+
+
+async def test_clear_and_delete_drop_model_state(aiohttp_client, tmp_path):
+    client = await started_app(aiohttp_client, tmp_path, engine_parallel=1)
+    engine = client.app[keys.engine_key]
+    a = (await new_session(client))["session_id"]
+    b = (await new_session(client))["session_id"]
+    await reply(client, a, "Hello.")
+    await reply(client, b, "Hi.")  # a is now on disk, b in the slot
+    assert (tmp_path / "data" / "kv" / f"{a}.kv").exists()
+    await client.post(f"/sessions/{a}/clear")
+    assert not (tmp_path / "data" / "kv" / f"{a}.kv").exists()
+    await client.delete(f"/sessions/{b}")
+    assert all(slot.session_id != b for slot in engine.scheduler.slots)
+    assert b not in engine.scheduler.last_prompt
+    after = await reply(client, a, "Fresh start.")
+    assert after["usage"]["cached_tokens"] == 0 and after["usage"]["restored_state"] is False
+
+
+async def test_history_is_trimmed_when_it_outgrows_the_context(aiohttp_client, tmp_path):
+    client = await started_app(aiohttp_client, tmp_path, engine_ctx_per_session=256)
+    sid = (await new_session(client))["session_id"]
+    record = client.app[keys.store_key].sessions[sid]
+    for i in range(12):
+        await client.app[keys.store_key].add_message(record, "user", f"Message {i}: " + "words " * 20)
+        await client.app[keys.store_key].add_message(record, "assistant", "Noted. " * 5)
+    body = await reply(client, sid, "Summarise.", max_tokens=8)
+    assert body["usage"]["trimmed_messages"] > 0
+    assert body["usage"]["prompt_tokens"] + 8 <= 256
+    assert "Message 0:" not in client.app[keys.engine_key].scheduler.last_prompt[sid]
+
+
+async def test_too_long_single_message_is_a_clear_error(aiohttp_client, tmp_path):
+    client = await started_app(aiohttp_client, tmp_path, engine_ctx_per_session=128, max_message_chars=50_000)
+    sid = (await new_session(client))["session_id"]
+    resp = await client.post(f"/sessions/{sid}/messages", json={"content": "word " * 2000, "max_tokens": 8})
+    assert resp.status == 422
+    assert (await resp.json())["error"]["code"] == "context_overflow"
+    ok = await reply(client, sid, "Short one.", max_tokens=4)  # the session still works
+    assert ok["message"]["role"] == "assistant"
+
+
+async def test_full_queue_answers_busy(aiohttp_client, tmp_path):
+    client = await started_app(aiohttp_client, tmp_path, engine_parallel=1, engine_max_queue=1)
+    sids = [(await new_session(client))["session_id"] for _ in range(4)]
+    results = await asyncio.gather(*(client.post(f"/sessions/{s}/messages", json={"content": "Tell a story.", "max_tokens": 20}) for s in sids))
+    statuses = sorted(r.status for r in results)
+    assert 429 in statuses and 200 in statuses
+    busy = next(r for r in results if r.status == 429)
+    assert (await busy.json())["error"]["code"] == "busy"
+
+
+async def test_queued_turns_are_told_their_position(aiohttp_client, tmp_path):
+    client = await started_app(aiohttp_client, tmp_path, engine_parallel=1)
+    first, _ = await open_session_socket(client)
+    second, _ = await open_session_socket(client)
+    await first.send_json({"type": "chat", "content": "Tell a long story.", "max_tokens": 40})
+    await first.receive_json()
+    frames = await chat_turn(second, "Hi", max_tokens=4)
+    assert any(f["type"] == "queued" and f["position"] == 1 for f in frames)
+    await first.close()
+    await second.close()
+
+
+def test_common_prefix():
+    assert common_prefix([1, 2, 3], [1, 2, 4]) == 2
+    assert common_prefix([], [1]) == 0
+    assert common_prefix([1, 2], [1, 2, 3]) == 2
+
+
+def test_chat_template_renders_system_and_generation_prompt():
+    template = ChatTemplate(None)
+    text = template.render([{"role": "system", "content": "S"}, {"role": "user", "content": "U"}])
+    assert text == "<|im_start|>system\nS<|im_end|>\n<|im_start|>user\nU<|im_end|>\n<|im_start|>assistant\n"
+
+
+def test_chat_template_is_sandboxed():
+    from jinja2.exceptions import SecurityError
+
+    evil = ChatTemplate("{{ messages.__class__.__mro__[1].__subclasses__() }}")
+    with pytest.raises(SecurityError):
+        evil.render([{"role": "user", "content": "x"}])

@@ -1,0 +1,63 @@
+"""Expiry, the cleanup loop, and what removal takes with it."""
+
+import asyncio
+
+from agentic import keys
+from agentic.app import create_app
+from tests.conftest import make_settings, new_session, upload
+
+
+async def test_idle_session_expires_and_cleanup_removes_its_folder(aiohttp_client, tmp_path):
+    settings = make_settings(tmp_path / "d", session_timeout_min=0.005, cleanup_interval_s=0.05)  # 0.3 s
+    client = await aiohttp_client(create_app(settings))
+    sid = (await new_session(client))["session_id"]
+    folder = settings.uploads_dir / f"session_{sid}"
+    resp = await upload(client, sid, ("note.txt", b"hello"))
+    assert resp.status == 201 and folder.is_dir()
+    kv_file = settings.kv_dir / f"{sid}.kv"
+    settings.kv_dir.mkdir(parents=True, exist_ok=True)
+    kv_file.write_bytes(b"stale")
+
+    await asyncio.sleep(0.6)
+    resp = await client.get(f"/sessions/{sid}")
+    assert resp.status == 404
+    for _ in range(40):
+        if not folder.exists():
+            break
+        await asyncio.sleep(0.05)
+    assert not folder.exists()
+    assert not kv_file.exists()
+    store = client.app[keys.store_key]
+    assert sid not in store.sessions and store.stats.expired == 1
+    stats = (await (await client.get("/sessions")).json())["stats"]
+    assert stats["expired"] == 1 and stats["active_sessions"] == 0
+
+
+async def test_activity_keeps_a_session_alive(aiohttp_client, tmp_path):
+    settings = make_settings(tmp_path / "d", session_timeout_min=0.01, cleanup_interval_s=0.05)  # 0.6 s
+    client = await aiohttp_client(create_app(settings))
+    sid = (await new_session(client))["session_id"]
+    for _ in range(6):
+        await asyncio.sleep(0.2)
+        assert (await client.get(f"/sessions/{sid}")).status == 200
+    assert sid in client.app[keys.store_key].sessions
+
+
+async def test_expired_session_is_404_even_before_cleanup_runs(aiohttp_client, tmp_path):
+    settings = make_settings(tmp_path / "d", session_timeout_min=0.002, cleanup_interval_s=3600)
+    client = await aiohttp_client(create_app(settings))
+    sid = (await new_session(client))["session_id"]
+    await asyncio.sleep(0.2)
+    assert (await client.get(f"/sessions/{sid}")).status == 404
+    listing = await (await client.get("/sessions")).json()
+    assert listing["sessions"] == []
+
+
+async def test_orphan_upload_folders_are_removed(aiohttp_client, tmp_path):
+    settings = make_settings(tmp_path / "d", cleanup_interval_s=0.05)
+    orphan = settings.uploads_dir / "session_0b5c4a4e-0000-4000-8000-000000000000"
+    orphan.mkdir(parents=True)
+    (orphan / "left.txt").write_text("x")
+    await aiohttp_client(create_app(settings))
+    await asyncio.sleep(0.2)
+    assert not orphan.exists()
