@@ -55,15 +55,20 @@ def assert_error(body: dict, code: str | None = None) -> None:
         assert body["error"]["code"] == code, body
 
 
-def form(*files: tuple[str, bytes]):
-    """A multipart body with one part per (filename, content)."""
-    import aiohttp
+def form(*files: tuple[str, bytes]) -> tuple[bytes, str]:
+    """A raw multipart body, one part per (filename, content): built by hand so tests can send
+    names a well-behaved client library refuses (NUL bytes, control characters)."""
+    from urllib.parse import quote
 
-    data = aiohttp.FormData()
+    boundary = "agentic-test-boundary"
+    body = b""
     for name, content in files:
-        data.add_field("file", content, filename=name, content_type="application/octet-stream")
-    return data
+        body += (f"--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename*=UTF-8''{quote(name, safe='')}\r\n"
+                 "Content-Type: application/octet-stream\r\n\r\n").encode() + content + b"\r\n"
+    body += f"--{boundary}--\r\n".encode()
+    return body, f"multipart/form-data; boundary={boundary}"
 
 
 async def upload(client, session_id: str, *files: tuple[str, bytes], headers: dict | None = None):
-    return await client.post(f"/sessions/{session_id}/files", data=form(*files), headers=headers)
+    body, content_type = form(*files)
+    return await client.post(f"/sessions/{session_id}/files", data=body, headers={"Content-Type": content_type, **(headers or {})})

@@ -1,0 +1,78 @@
+"""Real processes, started by deploy.sh exactly as a user starts them."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+DEPLOY = str(ROOT / "deploy.sh")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def port_free(port: int) -> bool:
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True
+
+
+def http(method: str, url: str, body: object | None = None, headers: dict | None = None, timeout: float = 60) -> tuple[int, dict]:
+    data = None if body is None else json.dumps(body).encode()
+    request = urllib.request.Request(url, data=data, method=method, headers={"Content-Type": "application/json", **(headers or {})})
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as resp:
+            return resp.status, json.loads(resp.read() or b"null")
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read() or b"null")
+
+
+class Deployment:
+    """A main server (and clients) under one data dir, driven through deploy.sh --native."""
+
+    def __init__(self, data_dir: Path, port: int, **env: str) -> None:
+        self.data_dir = data_dir
+        self.port = port
+        self.env = {**os.environ, "DATA_DIR": str(data_dir), "PORT": str(port), "BACKEND_URL": f"http://127.0.0.1:{port}",
+                    "LOG_FORMAT": "plain", "N_PARALLEL": "4", "CTX_PER_SESSION": "1024", **env}
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def deploy(self, *args: str, check: bool = True, timeout: float = 900) -> subprocess.CompletedProcess:
+        result = subprocess.run([DEPLOY, *args, "--native"], env=self.env, capture_output=True, text=True, timeout=timeout)
+        if check and result.returncode != 0:
+            raise AssertionError(f"deploy.sh {' '.join(args)} failed ({result.returncode}):\n{result.stdout}\n{result.stderr}")
+        return result
+
+    def pid(self, name: str = "main") -> int:
+        return int((self.data_dir / "run" / f"{name}.pid").read_text())
+
+    def kill9(self, name: str = "main") -> None:
+        pid = self.pid(name)
+        os.kill(pid, signal.SIGKILL)
+        for _ in range(100):
+            try:
+                os.kill(pid, 0)
+            except ProcessLookupError:
+                return
+            time.sleep(0.05)
+
+    def stop_all(self) -> None:
+        self.deploy("stop", "all", check=False)
