@@ -149,8 +149,12 @@ validate_client() {
 }
 
 # -- docker compose --------------------------------------------------------------------------------
-compose_main() { docker compose -f containers/docker-compose.main-server-gpu.yml "$@"; }
-compose_client() { local n="$1"; shift; CLIENT_NUMBER="$n" docker compose -p "agentic-client-$n" -f containers/docker-compose.client-server.yml "$@"; }
+main_compose_file() {
+    if [[ -n "${AGENTIC_GPU:-}" ]]; then [[ "$AGENTIC_GPU" == 1 ]] && echo gpu || echo cpu; return; fi
+    command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1 && echo gpu || echo cpu
+}
+compose_main() { docker compose -f "containers/docker-compose.main-server-$(main_compose_file).yml" "$@"; }
+compose_client() { local n="$1"; shift; CLIENT_NUMBER="$n" FRONTEND_PORT=$((8500 + n)) PROXY_PORT=$((8000 + n)) docker compose -p "agentic-client-$n" -f containers/docker-compose.client-server.yml "$@"; }
 
 # -- commands --------------------------------------------------------------------------------------
 cmd_main() {

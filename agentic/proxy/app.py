@@ -11,10 +11,11 @@ from aiohttp import web
 from aiohttp_session import session_middleware
 
 from agentic.api.errors import ApiError, error_middleware
+from agentic.api.origin import origin_allowed
 from agentic.api.page import render_chat_page
 from agentic.app import STATIC_DIR, setup_templates
 from agentic.config import ClientSettings
-from agentic.proxy.binding import SessionBinder, cookie_storage, valid_uuid
+from agentic.proxy.binding import SessionBinder, cookie_storage, load_cookie_key, valid_uuid
 from agentic.proxy.forward import Forwarder, backend_unreachable
 
 binder_key = web.AppKey("binder", SessionBinder)
@@ -49,13 +50,22 @@ def create_frontend_app(settings: ClientSettings, forwarder: Forwarder, binder: 
     return app
 
 
-def forwarder_ctx(forwarder: Forwarder):
-    async def ctx(app: web.Application) -> AsyncIterator[None]:
+def create_client_apps(settings: ClientSettings) -> tuple[web.Application, web.Application]:
+    """Client N's proxy app and frontend app, sharing one connection pool."""
+    key = load_cookie_key(settings.cookie_key, settings.data_dir / "client-keys" / f"client-{settings.number}.key")
+    forwarder = Forwarder(settings.backend_url, settings.client_id)
+    binder = SessionBinder(settings.backend_url, settings.client_id, settings.data_dir / "clients" / f"client-{settings.number}.json")
+    proxy = create_proxy_app(settings, forwarder, binder, key)
+
+    async def connection_pool(app: web.Application) -> AsyncIterator[None]:
         await forwarder.open()
         yield
         await forwarder.close()
 
-    return ctx
+    frontend = create_frontend_app(settings, forwarder, binder, key)
+    for app in (proxy, frontend):
+        app.cleanup_ctx.append(connection_pool)
+    return proxy, frontend
 
 
 # -- helpers --------------------------------------------------------------------------------
@@ -66,17 +76,15 @@ def backend_path(request: web.Request) -> str:
 
 
 def check_origin(request: web.Request) -> None:
-    """Only this client's own pages (frontend or proxy port, same host) may drive its sessions."""
-    origin = request.headers.get("Origin")
-    if origin is None:
+    """Only this client's own pages (same origin, or its frontend/proxy port on the same host) may drive its sessions."""
+    if origin_allowed(request):
         return
     settings = request.app[client_settings_key]
-    parts = urlsplit(origin)
+    parts = urlsplit(request.headers["Origin"])
     request_host = (request.host or "").rsplit(":", 1)[0].lower()
-    allowed_ports = {settings.frontend_port, settings.proxy_port}
-    if parts.scheme in ("http", "https") and (parts.hostname or "").lower() == request_host and parts.port in allowed_ports:
+    if parts.scheme in ("http", "https") and (parts.hostname or "").lower() == request_host and parts.port in (settings.frontend_port, settings.proxy_port):
         return
-    raise ApiError(403, "origin_refused", f"origin {origin!r} may not use client {settings.number}")
+    raise ApiError(403, "origin_refused", f"origin {request.headers['Origin']!r} may not use client {settings.number}")
 
 
 async def caller_session(request: web.Request, check_live: bool = False) -> str | None:

@@ -41,16 +41,23 @@ class Forwarder:
         self.backend_url = backend_url.rstrip("/")
         self.client_id = client_id
         self.http: ClientSession | None = None
+        self._users = 0
 
     async def open(self) -> None:
+        """Both apps of a client share this pool; the first to start opens it, the last to stop closes it."""
+        self._users += 1
+        if self.http is not None:
+            return
         connector = aiohttp.TCPConnector(limit=256, limit_per_host=256, keepalive_timeout=30)
         # No total timeout: streams (SSE, long replies) last as long as they last.
         timeout = aiohttp.ClientTimeout(total=None, sock_connect=5)
         self.http = ClientSession(connector=connector, timeout=timeout, auto_decompress=False, cookie_jar=aiohttp.DummyCookieJar())
 
     async def close(self) -> None:
-        if self.http is not None:
+        self._users -= 1
+        if self._users == 0 and self.http is not None:
             await self.http.close()
+            self.http = None
 
     def url(self, path_qs: str) -> URL:
         return URL(self.backend_url + path_qs, encoded=True)

@@ -12,9 +12,7 @@ from dataclasses import replace
 from aiohttp import web
 
 from agentic.config import client_settings_from_env
-from agentic.proxy.app import create_frontend_app, create_proxy_app, forwarder_ctx
-from agentic.proxy.binding import SessionBinder, load_cookie_key
-from agentic.proxy.forward import Forwarder
+from agentic.proxy.app import create_client_apps
 
 log = logging.getLogger("agentic.proxy")
 
@@ -47,12 +45,7 @@ def run_client(number: int, host: str | None = None, backend_url: str | None = N
 
 
 async def _serve(settings) -> int:
-    key = load_cookie_key(settings.cookie_key, settings.data_dir / "client-keys" / f"client-{settings.number}.key")
-    forwarder = Forwarder(settings.backend_url, settings.client_id)
-    binder = SessionBinder(settings.backend_url, settings.client_id, settings.data_dir / "clients" / f"client-{settings.number}.json")
-    proxy = create_proxy_app(settings, forwarder, binder, key)
-    proxy.cleanup_ctx.append(forwarder_ctx(forwarder))
-    frontend = create_frontend_app(settings, forwarder, binder, key)
+    proxy, frontend = create_client_apps(settings)
     runners = [web.AppRunner(proxy, access_log=None, shutdown_timeout=5), web.AppRunner(frontend, access_log=None, shutdown_timeout=5)]
     ports = [settings.proxy_port, settings.frontend_port]
     try:

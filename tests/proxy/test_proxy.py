@@ -1,0 +1,171 @@
+"""Client proxy N in front of a real main server (aiohttp test servers on real sockets)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import aiohttp
+import pytest
+
+from agentic import keys
+from agentic.app import create_app
+from agentic.config import ClientSettings
+from agentic.proxy.app import create_client_apps
+from agentic.proxy.run import validate_client_number
+from tests.chat.helpers import chat_turn, streamed_text
+from tests.conftest import make_settings, upload
+
+
+@pytest.fixture
+async def backend(aiohttp_server, tmp_path):
+    app = create_app(make_settings(tmp_path / "main", load_model=True))
+    server = await aiohttp_server(app)
+    await app[keys.engine_key].wait_loaded()
+    return server
+
+
+def client_settings(tmp_path, backend_url: str, number: int = 2) -> ClientSettings:
+    return ClientSettings(number=number, backend_url=backend_url, client_id=f"client-{number}", data_dir=tmp_path / "client")
+
+
+@pytest.fixture
+async def proxy(aiohttp_client, backend, tmp_path):
+    proxy_app, _ = create_client_apps(client_settings(tmp_path, str(backend.make_url("")).rstrip("/")))
+    return await aiohttp_client(proxy_app)
+
+
+async def test_default_session_is_created_recorded_and_kept(proxy, backend):
+    first = await (await proxy.get("/sessions")).json()
+    sid = first["session_id"]
+    assert sid and first["client_id"] == "client-2"
+    store = backend.app[keys.store_key]
+    assert store.sessions[sid].client_id == "client-2"
+    again = await (await proxy.get("/sessions")).json()
+    assert again["session_id"] == sid
+    assert {s["session_id"] for s in again["sessions"]} == {sid}  # own id in full, nobody else's
+
+
+async def test_post_sessions_binds_the_cookie(proxy, backend):
+    default = (await (await proxy.get("/sessions")).json())["session_id"]
+    resp = await proxy.post("/sessions", json={"client_id": "my_client"})
+    created = await resp.json()
+    assert resp.status == 201 and created["client_id"] == "my_client"
+    cookie = resp.headers["Set-Cookie"]
+    assert "HttpOnly" in cookie and "SameSite=Lax" in cookie
+    bound = (await (await proxy.get("/sessions")).json())["session_id"]
+    assert bound == created["session_id"] != default
+    messages = await proxy.get(f"/sessions/{bound}/messages")  # the bound session needs no header
+    assert messages.status == 200
+
+
+async def test_other_sessions_need_their_header(proxy, backend):
+    other = (await (await proxy.post("/sessions", headers={"x-client-id": "x"})).json())["session_id"]
+    proxy.session.cookie_jar.clear()
+    mine = (await (await proxy.get("/sessions")).json())["session_id"]
+    assert mine != other
+    resp = await proxy.get(f"/sessions/{other}")
+    assert resp.status == 403 and (await resp.json())["error"]["code"] == "session_mismatch"
+    resp = await proxy.get(f"/sessions/{other}", headers={"x-session-id": other})
+    assert resp.status == 200
+
+
+async def test_hostile_origin_is_refused(proxy):
+    for method, path in (("POST", "/sessions"), ("DELETE", "/sessions/0b5c4a4e-0000-4000-8000-000000000000")):
+        resp = await proxy.request(method, path, headers={"Origin": "http://evil.example"})
+        assert resp.status == 403 and (await resp.json())["error"]["code"] == "origin_refused"
+    with pytest.raises(aiohttp.WSServerHandshakeError) as exc:
+        await proxy.ws_connect("/ws", headers={"Origin": "http://evil.example"})
+    assert exc.value.status == 403
+    own = f"http://{proxy.server.host}:8502"
+    resp = await proxy.post("/sessions", headers={"Origin": own})
+    assert resp.status == 201
+
+
+async def test_websocket_chat_through_the_proxy(proxy):
+    ws = await proxy.ws_connect("/ws")
+    first = await ws.receive_json()
+    bound = (await (await proxy.get("/sessions")).json())["session_id"]
+    assert first["type"] == "session" and first["session"]["session_id"] == bound
+    frames = await chat_turn(ws, "Say hi.", max_tokens=6)
+    assert frames[-1]["type"] == "done" and frames[-1]["message"]["content"] == streamed_text(frames)
+    await ws.send_json({"type": "ping"})
+    assert await ws.receive_json() == {"type": "pong"}
+    await ws.close()
+
+
+async def test_websocket_close_codes_pass_through(proxy):
+    ws = await proxy.ws_connect("/ws", params={"session_id": "0b5c4a4e-0000-4000-8000-000000000000"})
+    await ws.receive()
+    assert ws.close_code == 4404
+
+
+async def test_server_sent_events_stream_through(proxy):
+    sid = (await (await proxy.get("/sessions")).json())["session_id"]
+    resp = await proxy.post(f"/sessions/{sid}/messages", json={"content": "Count to five.", "max_tokens": 12, "stream": True})
+    assert resp.headers["Content-Type"].startswith("text/event-stream")
+    first = await resp.content.readuntil(b"\n\n")  # arrives before the reply is finished
+    assert b'"type": "start"' in first
+    rest = await resp.text()
+    events = [json.loads(line[6:]) for line in rest.splitlines() if line.startswith("data: ")]
+    assert events[-1]["type"] == "done"
+
+
+async def test_uploads_stream_through(proxy, backend):
+    sid = (await (await proxy.get("/sessions")).json())["session_id"]
+    resp = await upload(proxy, sid, ("big.txt", b"line\n" * 200_000))
+    assert resp.status == 201, await resp.text()
+    assert backend.app[keys.store_key].sessions[sid].files["big.txt"].size == 1_000_000
+    download = await proxy.get(f"/sessions/{sid}/files/big.txt")
+    assert len(await download.read()) == 1_000_000
+
+
+async def test_hop_by_hop_headers_are_not_forwarded(proxy):
+    resp = await proxy.get("/health", headers={"Connection": "keep-alive, X-Secret", "Proxy-Authorization": "Basic xyz", "TE": "trailers"})
+    assert resp.status == 200
+    assert "Transfer-Encoding" not in resp.headers or resp.headers["Transfer-Encoding"] == "chunked"
+
+
+async def test_proxy_health_reports_the_backend(proxy):
+    body = await (await proxy.get("/health")).json()
+    assert body["status"] == "ok" and body["backend"]["reachable"] is True and body["ports"] == {"frontend": 8502, "proxy": 8002}
+
+
+async def test_backend_down_gives_502_and_the_proxy_recovers(aiohttp_client, unused_tcp_port, tmp_path):
+    port = unused_tcp_port
+    proxy_app, _ = create_client_apps(client_settings(tmp_path, f"http://127.0.0.1:{port}"))
+    proxy = await aiohttp_client(proxy_app)
+    for path in ("/sessions", "/sessions/0b5c4a4e-0000-4000-8000-000000000000/messages"):
+        resp = await proxy.get(path)
+        assert resp.status == 502 and (await resp.json())["error"]["code"] == "backend_unreachable"
+    health = await (await proxy.get("/health")).json()
+    assert health["status"] == "ok" and health["backend"]["reachable"] is False
+
+    from aiohttp.test_utils import TestServer
+
+    server = TestServer(create_app(make_settings(tmp_path / "late")), port=port)
+    await server.start_server()
+    try:
+        resp = await proxy.get("/sessions")
+        assert resp.status == 200 and (await resp.json())["session_id"]
+    finally:
+        await server.close()
+
+
+async def test_frontend_serves_the_page_and_proxies_under_api(aiohttp_client, backend, tmp_path):
+    _, frontend_app = create_client_apps(client_settings(tmp_path, str(backend.make_url("")).rstrip("/")))
+    frontend = await aiohttp_client(frontend_app)
+    page = await frontend.get("/")
+    html = await page.text()
+    assert page.status == 200 and 'data-api-base="/api"' in html
+    assert "script-src 'self'" in page.headers["Content-Security-Policy"]
+    body = await (await frontend.get("/api/sessions")).json()
+    assert body["session_id"]
+    ws = await frontend.ws_connect("/api/ws", headers={"Origin": f"http://{frontend.server.host}:{frontend.server.port}"})
+    assert (await ws.receive_json())["session"]["session_id"] == body["session_id"]
+    await ws.close()
+
+
+@pytest.mark.parametrize("n, ok", [(0, False), (1, True), (2, True), (10, True), (99, True), (100, False), (-3, False)])
+def test_client_numbers(n, ok):
+    assert (validate_client_number(n) is None) is ok
