@@ -37,7 +37,8 @@ TIME = {"type": "string", "format": "date-time"}
 
 SCHEMAS: dict[str, Any] = {
     "Error": {"type": "object", "properties": {"error": {"type": "object", "properties": {"code": STR, "message": STR}}}},
-    "Settings": _obj({"temperature": NUM, "top_p": NUM, "top_k": INT, "max_tokens": {"type": ["integer", "null"]}, "seed": {"type": ["integer", "null"]}}),
+    "Settings": _obj({"temperature": NUM, "top_p": NUM, "top_k": INT, "max_tokens": {"type": ["integer", "null"]}, "seed": {"type": ["integer", "null"]},
+                     "ignore_eos": {"type": "boolean", "description": "never stop before max_tokens (fixed-length replies, benchmarks)"}}),
     "File": {"type": "object", "properties": {"name": STR, "size": INT, "content_type": STR, "uploaded_at": TIME, "extracted_chars": INT, "status": STR, "note": STR}},
     "SessionSummary": {"type": "object", "properties": {
         "session_id": STR, "client_id": {"type": ["string", "null"]}, "title": STR, "created_at": TIME,

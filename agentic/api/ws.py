@@ -60,8 +60,12 @@ async def websocket(request: web.Request) -> web.WebSocketResponse:
     sockets.add(ws)
     metrics.websockets.set(len(sockets))
     try:
-        subscriber.send({"type": "session", "session": record.to_json(request.app[keys.sessions_key].timeout_s)})
-        chat.subscribe(record.session_id, subscriber, _parse_resume(request.query.get("resume")))
+        resume = _parse_resume(request.query.get("resume"))
+        first: dict[str, Any] = {"type": "session", "session": record.to_json(request.app[keys.sessions_key].timeout_s)}
+        if resume is not None:
+            first["resumed"] = chat.can_resume(record.session_id, resume[0])
+        subscriber.send(first)
+        chat.subscribe(record.session_id, subscriber, resume)
         async for msg in ws:
             if msg.type == WSMsgType.TEXT:
                 await _handle_frame(request, record, subscriber, msg.data)

@@ -47,16 +47,26 @@ class ChatService:
         return hub
 
     # -- watchers ------------------------------------------------------------------
+    def _turn(self, session_id: str, message_id: str) -> Turn | None:
+        hub = self._hubs.get(session_id)
+        for turn in (hub.current, hub.last) if hub else ():
+            if turn is not None and turn.message_id == message_id:
+                return turn
+        return None
+
+    def can_resume(self, session_id: str, message_id: str) -> bool:
+        return self._turn(session_id, message_id) is not None
+
     def subscribe(self, session_id: str, subscriber: Subscriber, resume: tuple[str, int] | None = None) -> None:
-        """Watch a session; with `resume`, first replay what that turn sent after the given seq."""
+        """Watch a session. With `resume`, first replay what that turn sent after the given seq;
+        without, replay the turn in progress (if any) from its start, so a new tab sees all of it."""
         hub = self.hub(session_id)
         if resume is not None:
-            message_id, seq = resume
-            for turn in (hub.current, hub.last):
-                if turn is not None and turn.message_id == message_id:
-                    for frame in turn.frames_after(seq):
-                        subscriber.send(frame)
-                    break
+            turn, after = self._turn(session_id, resume[0]), resume[1]
+        else:
+            turn, after = hub.current, -1
+        for frame in turn.frames_after(after) if turn is not None else ():
+            subscriber.send(frame)
         hub.subscribers.add(subscriber)
 
     def unsubscribe(self, session_id: str, subscriber: Subscriber) -> None:
@@ -105,7 +115,7 @@ class ChatService:
             turn.request = TurnRequest(
                 session_id=record.session_id, messages=messages,
                 max_tokens=self.engine.clamp_max_tokens(max_tokens or record.settings.max_tokens),
-                sampling=Sampling(record.settings.temperature, record.settings.top_p, record.settings.top_k, record.settings.seed),
+                sampling=Sampling(record.settings.temperature, record.settings.top_p, record.settings.top_k, record.settings.seed, record.settings.ignore_eos),
                 emit=lambda kind, payload: self._on_engine_event(turn, kind, payload),
             )
             self.engine.submit(turn.request)

@@ -123,6 +123,8 @@ class LlamaModel:
     # -- sampling ------------------------------------------------------------
     def new_sampler(self, sampling: Sampling) -> ctypes.c_void_p:
         chain = llama_cpp.llama_sampler_chain_init(llama_cpp.llama_sampler_chain_default_params())
+        if sampling.ignore_eos:
+            llama_cpp.llama_sampler_chain_add(chain, self._end_of_generation_ban())
         if sampling.temperature <= 0:
             llama_cpp.llama_sampler_chain_add(chain, llama_cpp.llama_sampler_init_greedy())
             return chain
@@ -133,6 +135,13 @@ class LlamaModel:
         seed = llama_cpp.LLAMA_DEFAULT_SEED if sampling.seed is None else sampling.seed
         llama_cpp.llama_sampler_chain_add(chain, llama_cpp.llama_sampler_init_dist(seed))
         return chain
+
+    def _end_of_generation_ban(self) -> ctypes.c_void_p:
+        """A logit bias that makes every end-of-generation token impossible (fixed-length replies)."""
+        n_vocab = llama_cpp.llama_vocab_n_tokens(self.vocab)
+        banned = [t for t in range(n_vocab) if llama_cpp.llama_vocab_is_eog(self.vocab, t)]
+        biases = (llama_cpp.llama_logit_bias * len(banned))(*[llama_cpp.llama_logit_bias(t, float("-inf")) for t in banned])
+        return llama_cpp.llama_sampler_init_logit_bias(n_vocab, len(banned), biases)
 
     def sample(self, sampler: ctypes.c_void_p, batch_index: int) -> int:
         return llama_cpp.llama_sampler_sample(sampler, self.ctx, batch_index)

@@ -13,6 +13,7 @@ class Sampling:
     top_p: float = 0.95
     top_k: int = 40
     seed: int | None = None
+    ignore_eos: bool = False
 
 
 @dataclass

@@ -27,8 +27,9 @@ class ChatSettings:
     top_k: int = 40
     max_tokens: int | None = None
     seed: int | None = None
+    ignore_eos: bool = False
 
-    LIMITS = {"temperature": (0.0, 2.0), "top_p": (0.0, 1.0), "top_k": (1, 1000), "max_tokens": (1, 1_000_000), "seed": (0, 2**31 - 1)}
+    LIMITS = {"temperature": (0.0, 2.0), "top_p": (0.0, 1.0), "top_k": (1, 1000), "max_tokens": (1, 1_000_000), "seed": (0, 2**31 - 1), "ignore_eos": (0, 1)}
 
     def to_json(self) -> dict[str, Any]:
         return {f.name: getattr(self, f.name) for f in fields(self)}
@@ -47,6 +48,10 @@ class ChatSettings:
 def _checked_setting(name: str, value: Any, limits: tuple[float, float]) -> Any:
     if value is None and name in ("max_tokens", "seed"):
         return None
+    if name == "ignore_eos":
+        if not isinstance(value, bool):
+            raise ApiError(422, "invalid_field", "setting 'ignore_eos' must be a boolean")
+        return value
     want_int = name in ("top_k", "max_tokens", "seed")
     ok_type = isinstance(value, int) if want_int else isinstance(value, (int, float))
     if isinstance(value, bool) or not ok_type:

@@ -40,7 +40,7 @@ async def test_get_patch_clear_delete(client):
     body = await resp.json()
     assert resp.status == 200, body
     assert body["title"] == "Plans" and body["system_prompt"] == "You are terse."
-    assert body["settings"] == {"temperature": 0.7, "top_p": 0.5, "top_k": 40, "max_tokens": 12, "seed": 7}
+    assert body["settings"] == {"temperature": 0.7, "top_p": 0.5, "top_k": 40, "max_tokens": 12, "seed": 7, "ignore_eos": False}
 
     record = client.app[keys.store_key].sessions[sid]
     await client.app[keys.store_key].add_message(record, "user", "hello")
@@ -63,6 +63,7 @@ async def test_patch_rejects_bad_fields(client):
         ({"settings": {"temperature": 9}}, 422),
         ({"settings": {"bogus": 1}}, 422),
         ({"settings": {"max_tokens": True}}, 422),
+        ({"settings": {"ignore_eos": 1}}, 422),
         ({"title": 5}, 422),
         ({"colour": "red"}, 422),
         ({"system_prompt": "x" * 9000}, 413),

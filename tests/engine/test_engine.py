@@ -163,3 +163,10 @@ def test_chat_template_is_sandboxed():
     evil = ChatTemplate("{{ messages.__class__.__mro__[1].__subclasses__() }}")
     with pytest.raises(SecurityError):
         evil.render([{"role": "user", "content": "x"}])
+
+
+async def test_ignore_eos_gives_fixed_length_replies(aiohttp_client, tmp_path):
+    client = await started_app(aiohttp_client, tmp_path)
+    sid = (await new_session(client, settings={"ignore_eos": True}))["session_id"]
+    body = await reply(client, sid, "Say yes.", max_tokens=40)
+    assert body["usage"]["completion_tokens"] == 40 and body["usage"]["finish_reason"] == "length"
