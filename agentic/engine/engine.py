@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sys
 from pathlib import Path
 
 from agentic.config import EngineSettings
 from agentic.engine.types import EngineBusy, EngineNotReady, TurnRequest
 
 log = logging.getLogger("agentic.engine")
+
+SWITCH_INTERVAL_S = 0.0005
 
 
 class Engine:
@@ -51,6 +54,9 @@ class Engine:
         identity = f"{self.model.path.name}:{self.model.path.stat().st_size}:{self.model.n_ctx_seq}"
         kv = KvStore(self.kv_dir, identity)
         self.scheduler = Scheduler(self.model, kv, asyncio.get_running_loop(), self.settings.prefill_chunk)
+        # The inference thread comes back from each llama_decode needing the GIL; with the
+        # default 5 ms switch interval it can wait that long behind the event loop every step.
+        sys.setswitchinterval(SWITCH_INTERVAL_S)
         self.scheduler.start()
         self._loaded.set()
 

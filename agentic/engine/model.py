@@ -73,6 +73,9 @@ class LlamaModel:
         self.template = ChatTemplate(self.metadata("tokenizer.chat_template"), self.token_text(llama_cpp.llama_vocab_bos(self.vocab)), self.token_text(llama_cpp.llama_vocab_eos(self.vocab)))
         self.name = self.metadata("general.name") or self.path.stem
         self._piece_buf = ctypes.create_string_buffer(256)
+        n_vocab = llama_cpp.llama_vocab_n_tokens(self.vocab)
+        self.n_vocab = n_vocab
+        self.end_of_generation_tokens = [t for t in range(n_vocab) if llama_cpp.llama_vocab_is_eog(self.vocab, t)]
         log.info("model loaded: %s (gpu_offload=%s, %d sequences x %d tokens)", self.name, self.gpu_offload, self.n_seq, self.n_ctx_seq)
 
     def close(self) -> None:
@@ -138,10 +141,9 @@ class LlamaModel:
 
     def _end_of_generation_ban(self) -> ctypes.c_void_p:
         """A logit bias that makes every end-of-generation token impossible (fixed-length replies)."""
-        n_vocab = llama_cpp.llama_vocab_n_tokens(self.vocab)
-        banned = [t for t in range(n_vocab) if llama_cpp.llama_vocab_is_eog(self.vocab, t)]
+        banned = self.end_of_generation_tokens
         biases = (llama_cpp.llama_logit_bias * len(banned))(*[llama_cpp.llama_logit_bias(t, float("-inf")) for t in banned])
-        return llama_cpp.llama_sampler_init_logit_bias(n_vocab, len(banned), biases)
+        return llama_cpp.llama_sampler_init_logit_bias(self.n_vocab, len(banned), biases)
 
     def sample(self, sampler: ctypes.c_void_p, batch_index: int) -> int:
         return llama_cpp.llama_sampler_sample(sampler, self.ctx, batch_index)
@@ -158,7 +160,7 @@ class LlamaModel:
         size = llama_cpp.llama_state_seq_get_size(self.ctx, seq)
         buf = (ctypes.c_uint8 * size)()
         written = llama_cpp.llama_state_seq_get_data(self.ctx, buf, size, seq)
-        return bytes(buf[:written])
+        return ctypes.string_at(buf, written)
 
     def load_seq_state(self, seq: int, data: bytes) -> bool:
         buf = (ctypes.c_uint8 * len(data)).from_buffer_copy(data)

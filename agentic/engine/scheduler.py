@@ -114,6 +114,7 @@ class Scheduler:
         self._stopping = False
         self._last_positions: dict[int, int] = {}
         self.waiting_count = 0
+        self.handoff_wait_s = 0.02
         # The text of the prompt each session's latest turn was answered from, for inspection.
         self.last_prompt: dict[str, str] = {}
 
@@ -177,9 +178,17 @@ class Scheduler:
         self._outbox.append((req, kind, payload))
 
     def _flush_outbox(self) -> None:
+        """Hand this step's events to the event loop and give it a moment to send them.
+
+        llama.cpp's worker threads synchronise at barriers many times per decode; on a
+        machine with as many threads as cores, the event loop writing frames during a
+        decode stalls every barrier. Letting it finish first (bounded, so a busy loop never
+        holds the engine back) makes the next decode run undisturbed."""
         if self._outbox:
             events, self._outbox = self._outbox, []
-            self.loop.call_soon_threadsafe(_deliver, events)
+            delivered = threading.Event()
+            self.loop.call_soon_threadsafe(_deliver, events, delivered)
+            delivered.wait(self.handoff_wait_s)
 
     # -- admission -------------------------------------------------------------
     def _admit_waiting(self) -> None:
@@ -410,9 +419,12 @@ def common_prefix(a: list[int], b: list[int]) -> int:
     return i
 
 
-def _deliver(events: list[tuple[TurnRequest, str, Any]]) -> None:
-    for req, kind, payload in events:
-        try:
-            req.emit(kind, payload)
-        except Exception:
-            log.exception("turn event handler failed", extra={"session_id": req.session_id})
+def _deliver(events: list[tuple[TurnRequest, str, Any]], delivered: threading.Event) -> None:
+    try:
+        for req, kind, payload in events:
+            try:
+                req.emit(kind, payload)
+            except Exception:
+                log.exception("turn event handler failed", extra={"session_id": req.session_id})
+    finally:
+        delivered.set()
