@@ -1,0 +1,75 @@
+"""Proxy overhead: session GETs/s and WebSocket frame round trips through client N versus
+direct to the main server, in the same run.
+
+    .venv/bin/python bench/proxy_bench.py [--client 77] [--requests 3000] [--pings 500]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import tempfile
+import time
+
+import aiohttp
+
+from common import PYTHON, free_port, percentile, process, rss_kb, table
+from sessions_bench import hammer
+
+
+async def ping_latencies(url: str, count: int) -> list[float]:
+    out = []
+    async with aiohttp.ClientSession() as http, http.ws_connect(url) as ws:
+        await ws.receive_json()
+        for _ in range(count):
+            t = time.perf_counter()
+            await ws.send_json({"type": "ping"})
+            await ws.receive_json()
+            out.append((time.perf_counter() - t) * 1000)
+    return out
+
+
+async def run(main: str, proxy: str, args: argparse.Namespace) -> list[list]:
+    async with aiohttp.ClientSession() as http, http.post(f"{main}/sessions") as resp:
+        sid = (await resp.json())["session_id"]
+
+    async def get_from(base):
+        async def get(http, i):
+            async with http.get(f"{base}/sessions/{sid}", headers={"x-session-id": sid}) as r:
+                assert r.status == 200
+                await r.read()
+        return await hammer(base, 50, args.requests, get)
+
+    rows = []
+    direct_rate, direct_lat = await get_from(main)
+    proxy_rate, proxy_lat = await get_from(proxy)
+    rows.append(["GET /sessions/{id}", round(direct_rate), round(proxy_rate), round(percentile(direct_lat, 50), 2),
+                 round(percentile(proxy_lat, 50), 2), f"{percentile(proxy_lat, 50) / percentile(direct_lat, 50):.2f}x"])
+    direct_ws = await ping_latencies(f"{main.replace('http', 'ws')}/ws?session_id={sid}", args.pings)
+    proxy_ws = await ping_latencies(f"{proxy.replace('http', 'ws')}/ws?session_id={sid}", args.pings)
+    rows.append(["WS frame round trip", "-", "-", round(percentile(direct_ws, 50), 3), round(percentile(proxy_ws, 50), 3),
+                 f"+{(percentile(proxy_ws, 50) - percentile(direct_ws, 50)) / 2:.3f} ms/frame"])
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--client", type=int, default=77)
+    parser.add_argument("--requests", type=int, default=3000)
+    parser.add_argument("--pings", type=int, default=500)
+    args = parser.parse_args()
+    port = free_port()
+    with tempfile.TemporaryDirectory() as data:
+        env = {"LOG_FORMAT": "plain", "DATA_DIR": data, "BACKEND_URL": f"http://127.0.0.1:{port}"}
+        with process([PYTHON, "-m", "agentic", "serve", "--port", str(port), "--data-dir", data], f"http://127.0.0.1:{port}/health", env), \
+             process([PYTHON, "-m", "agentic", "client", str(args.client)], f"http://127.0.0.1:{8000 + args.client}/health", env) as client:
+            rows = asyncio.run(run(f"http://127.0.0.1:{port}", f"http://127.0.0.1:{8000 + args.client}", args))
+            client_rss = rss_kb(client.pid) / 1024
+    print(table(["operation", "direct /s", "proxy /s", "direct p50 ms", "proxy p50 ms", "proxy vs direct"], rows))
+    print(f"\nclient {args.client} (frontend + proxy) resident memory: {client_rss:.0f} MB (goal < 60 MB)")
+
+
+if __name__ == "__main__":
+    os.chdir(os.path.dirname(os.path.abspath(__file__)))
+    main()
