@@ -138,27 +138,33 @@ async def agentic_round(base: str, n: int, max_tokens: int) -> Result:
 
 
 # -- OpenAI-style peers ---------------------------------------------------------------------------------
+async def content_deltas(http: aiohttp.ClientSession, base: str, body: dict):
+    """The text pieces of one streamed /v1/chat/completions answer, as they arrive."""
+    async with http.post(f"{base}/v1/chat/completions", json=body) as resp:
+        assert resp.status == 200, await resp.text()
+        async for raw in resp.content:
+            line = raw.decode().strip()
+            if not line.startswith("data: ") or line == "data: [DONE]":
+                continue
+            chunk = json.loads(line[6:])
+            delta = chunk["choices"][0]["delta"].get("content") if chunk.get("choices") else None
+            if delta:
+                yield delta
+
+
 async def openai_round(peer: str, base: str, n: int, max_tokens: int, extra: dict) -> Result:
     result = Result(peer, n)
-    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=3600)) as http:
+    # force_close: llama-server drops idle keep-alive connections, which aiohttp would try to reuse
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=3600), connector=aiohttp.TCPConnector(force_close=True)) as http:
         async def one() -> None:
             sent = time.perf_counter()
             body = {"messages": [{"role": "user", "content": prompt()}], "max_tokens": max_tokens, "stream": True,
                     "temperature": 0.7, "top_p": 0.95, "top_k": 40, **extra}
-            count, first = 0, None
-            async with http.post(f"{base}/v1/chat/completions", json=body) as resp:
-                assert resp.status == 200, await resp.text()
-                async for raw in resp.content:
-                    line = raw.decode().strip()
-                    if not line.startswith("data: ") or line == "data: [DONE]":
-                        continue
-                    chunk = json.loads(line[6:])
-                    delta = chunk["choices"][0]["delta"].get("content") if chunk.get("choices") else None
-                    if delta:
-                        count += 1
-                        if first is None:
-                            first = time.perf_counter()
-                            result.ttft_ms.append((first - sent) * 1000)
+            count = 0
+            async for _ in content_deltas(http, base, body):
+                count += 1
+                if count == 1:
+                    result.ttft_ms.append((time.perf_counter() - sent) * 1000)
             result.tokens += count
 
         start = time.perf_counter()
@@ -203,26 +209,19 @@ async def interleaved_turns_agentic(base: str, sessions: int, turns: int, reply_
 
 async def interleaved_turns_openai(base: str, sessions: int, turns: int, reply_tokens: int) -> dict[int, list[float]]:
     ttft: dict[int, list[float]] = {t: [] for t in range(1, turns + 1)}
-    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=3600)) as http:
+    # force_close: llama-server drops idle keep-alive connections, which aiohttp would try to reuse
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=3600), connector=aiohttp.TCPConnector(force_close=True)) as http:
         async def one() -> None:
             history: list[dict] = []
             for turn in range(1, turns + 1):
                 history.append({"role": "user", "content": f"Turn {turn}: tell me one more fact about lighthouses."})
                 body = {"messages": history, "max_tokens": reply_tokens, "stream": True, "ignore_eos": True, "cache_prompt": True,
                         "temperature": 0.7, "top_p": 0.95, "top_k": 40}
-                sent, first, text = time.perf_counter(), None, ""
-                async with http.post(f"{base}/v1/chat/completions", json=body) as resp:
-                    async for raw in resp.content:
-                        line = raw.decode().strip()
-                        if not line.startswith("data: ") or line == "data: [DONE]":
-                            continue
-                        chunk = json.loads(line[6:])
-                        delta = chunk["choices"][0]["delta"].get("content") if chunk.get("choices") else None
-                        if delta:
-                            text += delta
-                            if first is None:
-                                first = time.perf_counter()
-                                ttft[turn].append((first - sent) * 1000)
+                sent, text = time.perf_counter(), ""
+                async for delta in content_deltas(http, base, body):
+                    if not text:
+                        ttft[turn].append((time.perf_counter() - sent) * 1000)
+                    text += delta
                 history.append({"role": "assistant", "content": text})
         await asyncio.gather(*(one() for _ in range(sessions)))
     return ttft
