@@ -9,13 +9,6 @@ import pytest
 from tests.e2e.deployment import Deployment, free_port, http, port_free
 
 
-@pytest.fixture
-def deployment(tmp_path):
-    d = Deployment(tmp_path / "data", free_port())
-    yield d
-    d.stop_all()
-
-
 def test_client_n_ports_status_double_deploy_and_stop(deployment):
     if not (port_free(8010) and port_free(8510)):
         pytest.fail("ports 8010/8510 are in use; stop what uses them")

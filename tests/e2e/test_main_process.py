@@ -9,13 +9,6 @@ import pytest
 from tests.e2e.deployment import Deployment, free_port, http
 
 
-@pytest.fixture
-def deployment(tmp_path):
-    d = Deployment(tmp_path / "data", free_port())
-    yield d
-    d.stop_all()
-
-
 def test_everything_acknowledged_survives_kill_9_and_restart(deployment):
     out = deployment.deploy("main").stdout
     assert "http://localhost:" in out and "/docs" in out
