@@ -55,8 +55,6 @@ class Result:
 
 # -- raw ceiling --------------------------------------------------------------------------------
 def raw_ceiling(model_path: Path, n: int, max_tokens: int) -> Result:
-    import llama_cpp
-
     from agentic.engine.model import LlamaModel
     from agentic.engine.scheduler import Batch
     from agentic.engine.types import Sampling
@@ -69,34 +67,35 @@ def raw_ceiling(model_path: Path, n: int, max_tokens: int) -> Result:
         batch.decode(model.ctx)
         model.seq_truncate(0, 0)
         start = time.perf_counter()
-        logits_at: dict[int, int] = {}
+        tokens: dict[int, int] = {}
         pending = [model.tokenize(model.template.render([{"role": "user", "content": prompt()}])) for _ in range(n)]
         positions = [0] * n
         while any(pending):  # prefill, chunked to the batch size
             batch.clear()
+            finished: dict[int, int] = {}
             for seq in range(n):
                 while pending[seq] and batch.n < batch.capacity:
                     token = pending[seq].pop(0)
                     index = batch.add(token, positions[seq], seq, not pending[seq])
                     positions[seq] += 1
                     if not pending[seq]:
-                        logits_at[seq] = index
+                        finished[seq] = index
             assert batch.decode(model.ctx) == 0
+            # logits live only until the next decode: sample each prompt's first token now
+            tokens.update({seq: model.sample(samplers[seq], index) for seq, index in finished.items()})
         first = time.perf_counter()
-        for step in range(max_tokens):
-            tokens = [model.sample(samplers[seq], logits_at[seq]) for seq in range(n)]
-            if step == max_tokens - 1:
-                break
+        for _ in range(max_tokens - 1):
             batch.clear()
-            for seq, token in enumerate(tokens):
-                logits_at[seq] = batch.add(token, positions[seq], seq, True)
+            logits_at = {}
+            for seq in range(n):
+                logits_at[seq] = batch.add(tokens[seq], positions[seq], seq, True)
                 positions[seq] += 1
             assert batch.decode(model.ctx) == 0
+            tokens = {seq: model.sample(samplers[seq], index) for seq, index in logits_at.items()}
         end = time.perf_counter()
         for sampler in samplers:
             model.free_sampler(sampler)
         batch.free()
-        del llama_cpp
         return Result("raw", n, n * max_tokens, end - start, [(first - start) * 1000] * n)
     finally:
         model.close()
