@@ -13,6 +13,8 @@ from tests.e2e.deployment import Deployment, free_port, http, port_free
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts" / "browser"
 CLIENTS = (4, 5)
+# The page sets state.session before it opens the socket, so state.ws may still be null.
+SOCKET_OPEN = "window.agenticChat?.state.ws?.readyState === 1"
 
 pytestmark = [pytest.mark.browser, pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed (./deploy.sh test installs it)")]
 
@@ -51,7 +53,7 @@ async def open_page(browser, n: int, width: int = 1280, fresh: bool = True):
     page.on("pageerror", lambda exc: errors.append(str(exc)))
     page.on("console", lambda msg: errors.append(msg.text) if msg.type == "error" and "WebSocket" not in msg.text and "Failed to load resource" not in msg.text else None)
     await page.goto(f"http://localhost:{8500 + n}/")
-    await page.wait_for_function("window.agenticChat && window.agenticChat.state.session && window.agenticChat.state.ws && window.agenticChat.state.ws.readyState === 1")
+    await page.wait_for_function(f"window.agenticChat?.state.session && {SOCKET_OPEN}")
     page.errors = errors
     if fresh:
         before = await session_id(page)
@@ -60,7 +62,7 @@ async def open_page(browser, n: int, width: int = 1280, fresh: bool = True):
         await page.click("#new-session")
         if width < 760:
             await page.click("#close-sidebar")
-        await page.wait_for_function(f"window.agenticChat.state.session.session_id !== '{before}' && window.agenticChat.state.ws.readyState === 1")
+        await page.wait_for_function(f"window.agenticChat.state.session.session_id !== '{before}' && {SOCKET_OPEN}")
     return page
 
 
@@ -191,7 +193,7 @@ async def test_second_tab_sees_the_stream_live(deployed, browser):
     await patch(n, sid, {"settings": {"ignore_eos": True, "max_tokens": 60}})
     second = await first.context.new_page()
     await second.goto(f"http://localhost:{8500 + n}/")
-    await second.wait_for_function(f"window.agenticChat && window.agenticChat.state.session && window.agenticChat.state.session.session_id === '{sid}' && window.agenticChat.state.ws.readyState === 1")
+    await second.wait_for_function(f"window.agenticChat?.state.session?.session_id === '{sid}' && {SOCKET_OPEN}")
     await send(first, "Count slowly.")
     await second.wait_for_selector(".message.assistant.streaming", timeout=30_000)
     await wait_idle(first)
@@ -210,7 +212,7 @@ async def test_killed_server_shows_a_banner_and_recovers(deployed, browser):
     await page.wait_for_selector("#banner:not([hidden])", timeout=30_000)
     await shot(page, "06-backend-down")
     deployed.deploy("main")
-    await page.wait_for_function("window.agenticChat.state.ws.readyState === 1 && document.getElementById('banner').hidden", timeout=60_000)
+    await page.wait_for_function(f"{SOCKET_OPEN} && document.getElementById('banner').hidden", timeout=60_000)
     await send(page, "Second message after the restart.")
     await wait_idle(page)
     _, messages = http("GET", f"http://127.0.0.1:{8000 + n}/sessions/{sid}/messages", headers={"x-session-id": sid})
