@@ -12,6 +12,9 @@ import io
 import json
 import logging
 import multiprocessing
+import os
+import threading
+import time
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
@@ -94,6 +97,16 @@ def _docx(path: Path, max_chars: int, max_pages: int) -> str:
     return "\n".join(p.text for p in Document(str(path)).paragraphs if p.text.strip())
 
 
+def exit_with_parent(parent_pid: int, poll_s: float = 1.0) -> None:
+    """Runs in the worker: end it when the server is gone (a kill -9 gives the pool no chance to)."""
+    def watch() -> None:
+        while os.getppid() == parent_pid:
+            time.sleep(poll_s)
+        os._exit(0)
+
+    threading.Thread(target=watch, name="parent-watch", daemon=True).start()
+
+
 class Extractor:
     """A one-process pool; a job past its time limit kills the worker and a fresh one starts."""
 
@@ -106,7 +119,8 @@ class Extractor:
     def _executor(self) -> ProcessPoolExecutor:
         if self._pool is None:
             # spawn: forking a process that runs the inference thread is unsafe
-            self._pool = ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn"))
+            self._pool = ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn"),
+                                             initializer=exit_with_parent, initargs=(os.getpid(),))
         return self._pool
 
     async def extract(self, path: Path, family: str) -> str:

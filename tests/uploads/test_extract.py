@@ -1,5 +1,11 @@
 """Extraction limits and passage selection."""
 
+import os
+import signal
+import subprocess
+import sys
+import time
+
 import pytest
 
 from agentic.uploads.extract import ExtractionFailed, Extractor
@@ -24,6 +30,37 @@ async def test_extraction_is_capped(tmp_path):
     extractor = Extractor(timeout_s=30, max_chars=100, max_pages=10)
     assert len(await extractor.extract(path, "text")) == 100
     extractor.close()
+
+
+SERVER_WITH_A_WORKER = """
+import asyncio, pathlib, sys
+from agentic.uploads.extract import Extractor
+path = pathlib.Path(sys.argv[1])
+path.write_text("hello")
+extractor = Extractor(timeout_s=30, max_chars=100, max_pages=10)
+asyncio.run(extractor.extract(path, "text"))
+print(*extractor._pool._processes, flush=True)
+sys.stdin.read()
+"""
+
+
+def test_the_worker_ends_when_the_server_is_killed(tmp_path):
+    server = subprocess.Popen([sys.executable, "-c", SERVER_WITH_A_WORKER, str(tmp_path / "f.txt")], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    worker = int(server.stdout.readline())
+    os.kill(server.pid, signal.SIGKILL)
+    server.wait()
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and _alive(worker):
+        time.sleep(0.1)
+    assert not _alive(worker)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().split(")")[-1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
 
 
 def test_passages_most_relevant_first_within_budget():
