@@ -1,6 +1,6 @@
 """Concurrent chat throughput and time to first token: agentic against its peers, in one run.
 
-    .venv/bin/python bench/chat_bench.py [--n 1 8 16] [--tokens 128] [--rounds 2]
+    .venv/bin/python bench/chat_bench.py [--n 1 8 16] [--tokens 128] [--rounds 3]
 
 Peers (bench/setup_peers.sh installs them into bench/.peers):
   raw        a batched decode loop on llama-cpp-python's low-level API, no server: the ceiling
@@ -8,8 +8,10 @@ Peers (bench/setup_peers.sh installs them into bench/.peers):
   llama-srv  llama.cpp's own llama-server -np N
   lcp-srv    llama_cpp.server (llama-cpp-python[server])
 Every reply is forced to exactly --tokens tokens (end-of-generation banned), with the same
-sampler (top-k 40, top-p 0.95, temperature 0.7) and 2 threads. Also: turn-10 vs turn-1 TTFT
-with 8 sessions interleaving 10 turns each (agentic and llama-server).
+sampler (top-k 40, top-p 0.95, temperature 0.7) and 2 threads. The servers run side by side
+and the peers take their rounds in turn (lcp-srv, one request at a time, gets one round).
+Also: turn-10 vs turn-1 TTFT with 8 sessions interleaving 10 turns each (agentic and
+llama-server).
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import json
 import os
 import tempfile
 import time
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -33,10 +36,15 @@ PROMPT = "Write a short story about a lighthouse keeper who finds a message in a
 _counter = iter(range(10**9))
 
 
-def prompt() -> str:
-    """A prompt no server has seen, so nobody answers from a prompt cache."""
-    return f"[request {next(_counter)}] {PROMPT}"
+def conversation() -> list[dict[str, str]]:
+    """A system prompt no server has seen, so nobody answers from a prompt cache: the unique
+    part comes first, or llama-server would reuse the template's shared opening across requests
+    (agentic never shares cached context between sessions)."""
+    return [{"role": "system", "content": f"[request {next(_counter)}] You are a helpful assistant."}, {"role": "user", "content": PROMPT}]
+
+
 CTX_PER_SEQ = 512
+TURNS_CTX_PER_SEQ = 2048  # the product's default: ten turns fit without trimming
 THREADS = 2
 
 
@@ -68,22 +76,19 @@ def raw_ceiling(model_path: Path, n: int, max_tokens: int) -> Result:
         model.seq_truncate(0, 0)
         start = time.perf_counter()
         tokens: dict[int, int] = {}
-        pending = [model.tokenize(model.template.render([{"role": "user", "content": prompt()}])) for _ in range(n)]
+        ttft_ms = []
         positions = [0] * n
-        while any(pending):  # prefill, chunked to the batch size
-            batch.clear()
-            finished: dict[int, int] = {}
-            for seq in range(n):
-                while pending[seq] and batch.n < batch.capacity:
-                    token = pending[seq].pop(0)
-                    index = batch.add(token, positions[seq], seq, not pending[seq])
+        for seq in range(n):  # one prompt per decode (prefill costs the same per token batched or not), chunked to the batch size
+            pending = model.tokenize(model.template.render(conversation()))
+            while pending:
+                chunk, pending = pending[:batch.capacity], pending[batch.capacity:]
+                batch.clear()
+                for token in chunk:
+                    index = batch.add(token, positions[seq], seq, not pending and batch.n == len(chunk) - 1)
                     positions[seq] += 1
-                    if not pending[seq]:
-                        finished[seq] = index
-            assert batch.decode(model.ctx) == 0
-            # logits live only until the next decode: sample each prompt's first token now
-            tokens.update({seq: model.sample(samplers[seq], index) for seq, index in finished.items()})
-        first = time.perf_counter()
+                assert batch.decode(model.ctx) == 0
+            tokens[seq] = model.sample(samplers[seq], index)  # logits live only until the next decode
+            ttft_ms.append((time.perf_counter() - start) * 1000)
         for _ in range(max_tokens - 1):
             batch.clear()
             logits_at = {}
@@ -96,7 +101,7 @@ def raw_ceiling(model_path: Path, n: int, max_tokens: int) -> Result:
         for sampler in samplers:
             model.free_sampler(sampler)
         batch.free()
-        return Result("raw", n, n * max_tokens, end - start, [(first - start) * 1000] * n)
+        return Result("raw", n, n * max_tokens, end - start, ttft_ms)
     finally:
         model.close()
 
@@ -104,18 +109,20 @@ def raw_ceiling(model_path: Path, n: int, max_tokens: int) -> Result:
 # -- agentic ----------------------------------------------------------------------------------------
 async def agentic_round(base: str, n: int, max_tokens: int) -> Result:
     async with aiohttp.ClientSession() as http:
-        sockets = []
+        sockets, sids = [], []
         for _ in range(n):
-            async with http.post(f"{base}/sessions", json={"settings": {"ignore_eos": True, "max_tokens": max_tokens}}) as resp:
-                sid = (await resp.json())["session_id"]
-            ws = await http.ws_connect(f"{base.replace('http', 'ws')}/ws?session_id={sid}", max_msg_size=0)
+            system, _ = conversation()
+            body = {"system_prompt": system["content"], "settings": {"ignore_eos": True, "max_tokens": max_tokens}}
+            async with http.post(f"{base}/sessions", json=body) as resp:
+                sids.append((await resp.json())["session_id"])
+            ws = await http.ws_connect(f"{base.replace('http', 'ws')}/ws?session_id={sids[-1]}", max_msg_size=0)
             await ws.receive_json()
             sockets.append(ws)
         result = Result("agentic", n)
 
         async def one(ws) -> None:
             sent = time.perf_counter()
-            await ws.send_json({"type": "chat", "content": prompt(), "max_tokens": max_tokens})
+            await ws.send_json({"type": "chat", "content": PROMPT, "max_tokens": max_tokens})
             first = None
             while True:
                 frame = await ws.receive_json()
@@ -131,8 +138,10 @@ async def agentic_round(base: str, n: int, max_tokens: int) -> Result:
         start = time.perf_counter()
         await asyncio.gather(*(one(ws) for ws in sockets))
         result.seconds = time.perf_counter() - start
-        for ws in sockets:
+        for ws, sid in zip(sockets, sids):
             await ws.close()
+            async with http.delete(f"{base}/sessions/{sid}"):  # these users are done: the next round does not evict them to disk
+                pass
         return result
 
 
@@ -157,7 +166,7 @@ async def openai_round(peer: str, base: str, n: int, max_tokens: int, extra: dic
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=3600), connector=aiohttp.TCPConnector(force_close=True)) as http:
         async def one() -> None:
             sent = time.perf_counter()
-            body = {"messages": [{"role": "user", "content": prompt()}], "max_tokens": max_tokens, "stream": True,
+            body = {"messages": conversation(), "max_tokens": max_tokens, "stream": True,
                     "temperature": 0.7, "top_p": 0.95, "top_k": 40, **extra}
             count = 0
             async for _ in content_deltas(http, base, body):
@@ -247,6 +256,33 @@ def lcp_server(model: Path):
     return port, process(cmd, f"http://127.0.0.1:{port}/v1/models")
 
 
+def measure_side_by_side(model: Path, n: int, args: argparse.Namespace, have_peers: bool, bias: dict[str, float]) -> dict[str, list[Result]]:
+    """Every peer's servers up at once and their rounds taken in turn, so a machine that
+    drifts faster or slower over minutes shifts every peer alike."""
+    rounds: dict[str, list[Result]] = {}
+    with ExitStack() as stack:
+        data = stack.enter_context(tempfile.TemporaryDirectory())
+        port, server = agentic_server(n, data)
+        stack.enter_context(server)
+        agentic = f"http://127.0.0.1:{port}"
+        asyncio.run(agentic_round(agentic, 1, 8))  # warm-up
+        peers = {"raw": lambda: raw_ceiling(model, n, args.tokens), "agentic": lambda: asyncio.run(agentic_round(agentic, n, args.tokens))}
+        if have_peers:
+            port, server = llama_server(n, model)
+            stack.enter_context(server)
+            llama = f"http://127.0.0.1:{port}"
+            asyncio.run(openai_round("llama-srv", llama, 1, 8, {"ignore_eos": True}))
+            peers["llama-srv"] = lambda: asyncio.run(openai_round("llama-srv", llama, n, args.tokens, {"ignore_eos": True}))
+        for _ in range(args.rounds):
+            for peer, one_round in peers.items():
+                rounds.setdefault(peer, []).append(one_round())
+    if have_peers and n <= args.lcp_max_n:  # one round: it serves one request at a time
+        port, server = lcp_server(model)
+        with server:
+            rounds["lcp-srv"] = [asyncio.run(openai_round("lcp-srv", f"http://127.0.0.1:{port}", n, args.tokens, {"logit_bias": bias}))]
+    return rounds
+
+
 def merge(results: list[Result]) -> Result:
     merged = Result(results[0].peer, results[0].n)
     for r in results:
@@ -264,21 +300,8 @@ def run(args: argparse.Namespace) -> None:
     bias = eog_bias(model)
     results: dict[tuple[str, int], Result] = {}
     for n in args.n:
-        results[("raw", n)] = merge([raw_ceiling(model, n, args.tokens) for _ in range(args.rounds)])
-        with tempfile.TemporaryDirectory() as data:
-            port, server = agentic_server(n, data)
-            with server:
-                asyncio.run(agentic_round(f"http://127.0.0.1:{port}", 1, 8))  # warm-up
-                results[("agentic", n)] = merge([asyncio.run(agentic_round(f"http://127.0.0.1:{port}", n, args.tokens)) for _ in range(args.rounds)])
-        if have_peers:
-            port, server = llama_server(n, model)
-            with server:
-                asyncio.run(openai_round("llama-srv", f"http://127.0.0.1:{port}", 1, 8, {"ignore_eos": True}))
-                results[("llama-srv", n)] = merge([asyncio.run(openai_round("llama-srv", f"http://127.0.0.1:{port}", n, args.tokens, {"ignore_eos": True})) for _ in range(args.rounds)])
-            if n <= args.lcp_max_n:
-                port, server = lcp_server(model)
-                with server:
-                    results[("lcp-srv", n)] = asyncio.run(openai_round("lcp-srv", f"http://127.0.0.1:{port}", n, args.tokens, {"logit_bias": bias}))
+        rounds = measure_side_by_side(model, n, args, have_peers, bias)
+        results.update({(peer, n): merge(peer_rounds) for peer, peer_rounds in rounds.items()})
         print(f"N={n} done", flush=True)
 
     rows = []
@@ -294,12 +317,12 @@ def run(args: argparse.Namespace) -> None:
         print(f"\nTurn-{args.turns} vs turn-1 TTFT, 8 sessions interleaving, {args.turn_tokens}-token replies")
         rows = []
         with tempfile.TemporaryDirectory() as data:
-            port, server = agentic_server(8, data)
+            port, server = agentic_server(8, data, ctx_per_seq=TURNS_CTX_PER_SEQ)
             with server:
                 ttft = asyncio.run(interleaved_turns_agentic(f"http://127.0.0.1:{port}", 8, args.turns, args.turn_tokens))
                 rows.append(["agentic", round(percentile(ttft[1], 50)), round(percentile(ttft[args.turns], 50)), f"{percentile(ttft[args.turns], 50) / percentile(ttft[1], 50):.2f}x"])
         if have_peers:
-            port, server = llama_server(8, model, ctx_per_seq=CTX_PER_SEQ * 4)
+            port, server = llama_server(8, model, ctx_per_seq=TURNS_CTX_PER_SEQ)
             with server:
                 ttft = asyncio.run(interleaved_turns_openai(f"http://127.0.0.1:{port}", 8, args.turns, args.turn_tokens))
                 rows.append(["llama-srv", round(percentile(ttft[1], 50)), round(percentile(ttft[args.turns], 50)), f"{percentile(ttft[args.turns], 50) / percentile(ttft[1], 50):.2f}x"])
@@ -310,7 +333,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--n", type=int, nargs="+", default=[1, 8, 16])
     parser.add_argument("--tokens", type=int, default=128)
-    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--lcp-max-n", type=int, default=16, help="largest N to run llama_cpp.server at (it serves one request at a time)")
     parser.add_argument("--turns", type=int, default=10)
     parser.add_argument("--turn-tokens", type=int, default=32)

@@ -24,12 +24,9 @@ import llama_cpp
 from agentic.engine.kv_store import KvStore
 from agentic.engine.model import LlamaModel
 from agentic.engine.types import TurnRequest
+from agentic.engine.window import HistoryWindow, PromptTooLong
 
 log = logging.getLogger("agentic.engine")
-
-
-class PromptTooLong(Exception):
-    pass
 
 
 @dataclass
@@ -117,6 +114,7 @@ class Scheduler:
         self.handoff_wait_s = 0.02
         # The text of the prompt each session's latest turn was answered from, for inspection.
         self.last_prompt: dict[str, str] = {}
+        self.window = HistoryWindow(model.template.render, model.tokenize)
 
     # -- called from the event loop ------------------------------------------
     def start(self) -> None:
@@ -278,23 +276,10 @@ class Scheduler:
         self._emit(req, "started", dict(turn.usage))
 
     def _build_prompt(self, req: TurnRequest) -> tuple[list[int], int]:
-        """Tokens of the conversation, dropping the oldest turns until the reply fits the context."""
-        messages = list(req.messages)
-        system = messages[:1] if messages and messages[0]["role"] == "system" else []
-        history = messages[len(system):]
-        budget = self.model.n_ctx_seq - req.max_tokens
-        trimmed = 0
-        while True:
-            text = self.model.template.render(system + history)
-            tokens = self.model.tokenize(text)
-            if len(tokens) <= budget:
-                self.last_prompt[req.session_id] = text
-                return tokens, trimmed
-            if len(history) <= 1:
-                raise PromptTooLong(f"the message needs {len(tokens)} tokens; this session's context holds {budget} besides the reply")
-            drop = 2 if len(history) > 2 and history[0]["role"] == "user" else 1
-            history = history[drop:]
-            trimmed += drop
+        """Tokens of the conversation, without the oldest turns where the reply would not fit."""
+        text, tokens, trimmed = self.window.fit(req.session_id, req.messages, self.model.n_ctx_seq - req.max_tokens)
+        self.last_prompt[req.session_id] = text
+        return tokens, trimmed
 
     # -- one decode step -------------------------------------------------------
     def _step(self) -> None:
@@ -308,21 +293,13 @@ class Scheduler:
                 turn.next_token = None
                 sequences.add(turn.slot.seq)
         budget = batch.capacity - batch.n if batch.n == 0 else min(self.prefill_chunk, batch.capacity - batch.n)
-        for turn in self.active:
-            if not turn.pending or budget <= 0:
-                continue
-            chunk = turn.pending[:budget]
-            base = len(turn.slot.tokens)
-            last = len(chunk) == len(turn.pending)
-            for i, token in enumerate(chunk):
-                index = batch.add(token, base + i, turn.slot.seq, last and i == len(chunk) - 1)
-            if last:
-                turn.logit_index = index
-            turn.slot.tokens.extend(chunk)
-            del turn.pending[:len(chunk)]
-            budget -= len(chunk)
-            self.counters.tokens_prefilled += len(chunk)
-            sequences.add(turn.slot.seq)
+        # One prompt per step, oldest first: prefill costs the same per token however many
+        # prompts share a batch, so taking them one at a time gives each its first token as
+        # soon as its own prompt is in instead of when everyone's is.
+        prefilling = next((turn for turn in self.active if turn.pending), None)
+        if prefilling is not None and budget > 0:
+            self._add_prompt_chunk(prefilling, budget)
+            sequences.add(prefilling.slot.seq)
         if batch.n == 0:
             self._reap_cancelled()
             return
@@ -339,6 +316,18 @@ class Scheduler:
                 self._take_token(turn, self.model.sample(turn.sampler, turn.logit_index))
                 turn.logit_index = None
         self._reap_cancelled()
+
+    def _add_prompt_chunk(self, turn: ActiveTurn, budget: int) -> None:
+        chunk = turn.pending[:budget]
+        base = len(turn.slot.tokens)
+        last = len(chunk) == len(turn.pending)
+        for i, token in enumerate(chunk):
+            index = self._batch.add(token, base + i, turn.slot.seq, last and i == len(chunk) - 1)
+        if last:
+            turn.logit_index = index
+        turn.slot.tokens.extend(chunk)
+        del turn.pending[:len(chunk)]
+        self.counters.tokens_prefilled += len(chunk)
 
     def _count_step(self, n_sequences: int) -> None:
         c = self.counters
@@ -401,6 +390,7 @@ class Scheduler:
                 self._release(slot)
         self.kv.drop(session_id)
         self.last_prompt.pop(session_id, None)
+        self.window.forget(session_id)
 
     def _save_all_slots(self) -> None:
         for slot in self.slots:

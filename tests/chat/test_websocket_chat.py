@@ -64,6 +64,7 @@ async def test_second_chat_while_generating_is_refused(model_client):
 
 async def test_stop_keeps_what_was_generated(model_client):
     ws, session = await open_session_socket(model_client)
+    await model_client.patch(f"/sessions/{session['session_id']}", json={"settings": {"ignore_eos": True}})  # it must not end on its own first
     await ws.send_json({"type": "chat", "content": "Count from one to one hundred in words.", "max_tokens": 200})
     frames = []
     while len([f for f in frames if f["type"] == "token"]) < 3:
@@ -82,6 +83,7 @@ async def test_stop_keeps_what_was_generated(model_client):
 async def test_disconnect_stops_generation_and_keeps_partial_reply(model_client):
     ws, session = await open_session_socket(model_client)
     sid = session["session_id"]
+    await model_client.patch(f"/sessions/{sid}", json={"settings": {"ignore_eos": True}})  # it must not end on its own first
     await ws.send_json({"type": "chat", "content": "Count from one to one hundred in words.", "max_tokens": 300})
     got = []
     while len([f for f in got if f["type"] == "token"]) < 3:

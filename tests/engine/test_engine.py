@@ -111,6 +111,9 @@ async def test_history_is_trimmed_when_it_outgrows_the_context(aiohttp_client, t
     assert body["usage"]["trimmed_messages"] > 0
     assert body["usage"]["prompt_tokens"] + 8 <= 256
     assert "Message 0:" not in client.app[keys.engine_key].scheduler.last_prompt[sid]
+    following = await reply(client, sid, "And one more thing.", max_tokens=8)
+    assert following["usage"]["trimmed_messages"] == body["usage"]["trimmed_messages"]  # the cut stayed put...
+    assert following["usage"]["cached_tokens"] >= body["usage"]["prompt_tokens"] - 8  # ...so the prefix was reused
 
 
 async def test_too_long_single_message_is_a_clear_error(aiohttp_client, tmp_path):
