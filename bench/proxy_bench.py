@@ -1,7 +1,11 @@
 """Proxy overhead: session GETs/s and WebSocket frame round trips through client N versus
 direct to the main server, in the same run.
 
-    .venv/bin/python bench/proxy_bench.py [--client 77] [--requests 3000] [--pings 500]
+    .venv/bin/python bench/proxy_bench.py [--client 77] [--requests 2000] [--rounds 3] [--clients 1 10 50] [--pings 500]
+
+With one client the GET ratio is the cost of the extra hop; with 50 every process is
+saturated on this 2-core machine (bench client, proxy and main server share the cores), so
+latency there measures throughput.
 """
 
 from __future__ import annotations
@@ -34,18 +38,23 @@ async def run(main: str, proxy: str, args: argparse.Namespace) -> list[list]:
     async with aiohttp.ClientSession() as http, http.post(f"{main}/sessions") as resp:
         sid = (await resp.json())["session_id"]
 
-    async def get_from(base):
+    async def get_from(base, clients):
         async def get(http, i):
             async with http.get(f"{base}/sessions/{sid}", headers={"x-session-id": sid}) as r:
                 assert r.status == 200
                 await r.read()
-        return await hammer(base, 50, args.requests, get)
+        return await hammer(base, clients, args.requests, get)
 
     rows = []
-    direct_rate, direct_lat = await get_from(main)
-    proxy_rate, proxy_lat = await get_from(proxy)
-    rows.append(["GET /sessions/{id}", round(direct_rate), round(proxy_rate), round(percentile(direct_lat, 50), 2),
-                 round(percentile(proxy_lat, 50), 2), f"{percentile(proxy_lat, 50) / percentile(direct_lat, 50):.2f}x"])
+    for clients in args.clients:
+        direct_rate, direct_lat, proxy_rate, proxy_lat = 0.0, [], 0.0, []
+        for _ in range(args.rounds):  # alternating, so drift of the machine hits both alike
+            rate, lat = await get_from(main, clients)
+            direct_rate, direct_lat = direct_rate + rate / args.rounds, direct_lat + lat
+            rate, lat = await get_from(proxy, clients)
+            proxy_rate, proxy_lat = proxy_rate + rate / args.rounds, proxy_lat + lat
+        rows.append([f"GET /sessions/{{id}}, {clients} clients", round(direct_rate), round(proxy_rate), round(percentile(direct_lat, 50), 2),
+                     round(percentile(proxy_lat, 50), 2), f"{percentile(proxy_lat, 50) / percentile(direct_lat, 50):.2f}x"])
     direct_ws = await ping_latencies(f"{main.replace('http', 'ws')}/ws?session_id={sid}", args.pings)
     proxy_ws = await ping_latencies(f"{proxy.replace('http', 'ws')}/ws?session_id={sid}", args.pings)
     rows.append(["WS frame round trip", "-", "-", round(percentile(direct_ws, 50), 3), round(percentile(proxy_ws, 50), 3),
@@ -56,7 +65,9 @@ async def run(main: str, proxy: str, args: argparse.Namespace) -> list[list]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--client", type=int, default=77)
-    parser.add_argument("--requests", type=int, default=3000)
+    parser.add_argument("--requests", type=int, default=2000)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--clients", type=int, nargs="+", default=[1, 10, 50], help="concurrent clients for the GET rounds")
     parser.add_argument("--pings", type=int, default=500)
     args = parser.parse_args()
     port = free_port()

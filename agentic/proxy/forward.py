@@ -25,6 +25,15 @@ NOT_FORWARDED = HOP_BY_HOP | {"host", "cookie", "origin", "x-session-id", "x-cli
 WS_HANDSHAKE = frozenset({"sec-websocket-key", "sec-websocket-version", "sec-websocket-extensions", "sec-websocket-protocol"})
 
 
+SMALL_BODY = 256 * 1024
+
+
+def copy_headers(upstream: aiohttp.ClientResponse, response: web.StreamResponse, skip: frozenset[str] = HOP_BY_HOP) -> None:
+    for name, value in upstream.headers.items():
+        if name.lower() not in skip:
+            response.headers.add(name, value)
+
+
 def backend_unreachable(detail: str) -> ApiError:
     return ApiError(502, "backend_unreachable", f"the main server cannot be reached: {detail}")
 
@@ -98,10 +107,14 @@ class Forwarder:
         except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
             raise backend_unreachable(type(exc).__name__) from None
         try:
+            if request.method != "HEAD" and upstream.content_length is not None and upstream.content_length <= SMALL_BODY:
+                # Most answers are small JSON: one read and one write cost less than a stream.
+                response = web.Response(status=upstream.status, reason=upstream.reason, body=await upstream.read())
+                copy_headers(upstream, response, HOP_BY_HOP | {"content-length"})  # the Response sets its own
+                await save_cookie_binding(request, response)
+                return response
             response = web.StreamResponse(status=upstream.status, reason=upstream.reason)
-            for name, value in upstream.headers.items():
-                if name.lower() not in HOP_BY_HOP:
-                    response.headers.add(name, value)
+            copy_headers(upstream, response)
             await save_cookie_binding(request, response)
             await response.prepare(request)
             async for chunk in upstream.content.iter_any():

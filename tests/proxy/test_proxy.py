@@ -120,6 +120,15 @@ async def test_uploads_stream_through(proxy, backend):
     assert len(await download.read()) == 1_000_000
 
 
+async def test_small_answers_and_heads_keep_their_length(proxy):
+    sid = (await (await proxy.get("/sessions")).json())["session_id"]
+    got = await proxy.get(f"/sessions/{sid}", headers={"x-session-id": sid})
+    body = await got.read()
+    assert got.status == 200 and int(got.headers["Content-Length"]) == len(body) and json.loads(body)["session_id"] == sid
+    head = await proxy.head(f"/sessions/{sid}", headers={"x-session-id": sid})
+    assert head.status == 200 and await head.read() == b""
+
+
 async def test_hop_by_hop_headers_are_not_forwarded(proxy):
     resp = await proxy.get("/health", headers={"Connection": "keep-alive, X-Secret", "Proxy-Authorization": "Basic xyz", "TE": "trailers"})
     assert resp.status == 200
