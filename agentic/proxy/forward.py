@@ -13,6 +13,7 @@ from aiohttp_session import SESSION_KEY, STORAGE_KEY
 from yarl import URL
 
 from agentic.api.errors import ApiError
+from agentic.proxy.keepalive import Answer, KeepAlivePool, UpstreamFailed
 
 log = logging.getLogger("agentic.proxy")
 
@@ -28,8 +29,8 @@ WS_HANDSHAKE = frozenset({"sec-websocket-key", "sec-websocket-version", "sec-web
 SMALL_BODY = 256 * 1024
 
 
-def copy_headers(upstream: aiohttp.ClientResponse, response: web.StreamResponse, skip: frozenset[str] = HOP_BY_HOP) -> None:
-    for name, value in upstream.headers.items():
+def _copy_headers(headers: Any, response: web.StreamResponse, skip: frozenset[str]) -> None:
+    for name, value in headers.items():
         if name.lower() not in skip:
             response.headers.add(name, value)
 
@@ -50,6 +51,7 @@ class Forwarder:
         self.backend_url = backend_url.rstrip("/")
         self.client_id = client_id
         self.http: ClientSession | None = None
+        self.lean: KeepAlivePool | None = None
         self._users = 0
 
     async def open(self) -> None:
@@ -61,12 +63,18 @@ class Forwarder:
         # No total timeout: streams (SSE, long replies) last as long as they last.
         timeout = aiohttp.ClientTimeout(total=None, sock_connect=5)
         self.http = ClientSession(connector=connector, timeout=timeout, auto_decompress=False, cookie_jar=aiohttp.DummyCookieJar())
+        backend = URL(self.backend_url)
+        if backend.scheme == "http" and backend.host:
+            self.lean = KeepAlivePool(backend.host, backend.port or 80)
 
     async def close(self) -> None:
         self._users -= 1
         if self._users == 0 and self.http is not None:
             await self.http.close()
             self.http = None
+            if self.lean is not None:
+                self.lean.close()
+                self.lean = None
 
     def url(self, path_qs: str) -> URL:
         return URL(self.backend_url + path_qs, encoded=True)
@@ -100,6 +108,8 @@ class Forwarder:
     async def forward(self, request: web.Request, path_qs: str, session_id: str | None) -> web.StreamResponse:
         """Stream the request to the backend and its response back, as they come."""
         assert self.http is not None
+        if self.lean is not None and request.method in ("GET", "HEAD") and not request.body_exists:
+            return await self._forward_bodyless(request, path_qs, session_id)
         data = request.content if request.body_exists else None
         try:
             upstream_cm = self.http.request(request.method, self.url(path_qs), headers=self.upstream_headers(request, session_id), data=data, allow_redirects=False)
@@ -107,25 +117,42 @@ class Forwarder:
         except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
             raise backend_unreachable(type(exc).__name__) from None
         try:
-            if request.method != "HEAD" and upstream.content_length is not None and upstream.content_length <= SMALL_BODY:
-                # Most answers are small JSON: one read and one write cost less than a stream.
-                response = web.Response(status=upstream.status, reason=upstream.reason, body=await upstream.read())
-                copy_headers(upstream, response, HOP_BY_HOP | {"content-length"})  # the Response sets its own
-                await save_cookie_binding(request, response)
-                return response
-            response = web.StreamResponse(status=upstream.status, reason=upstream.reason)
-            copy_headers(upstream, response)
-            await save_cookie_binding(request, response)
-            await response.prepare(request)
-            async for chunk in upstream.content.iter_any():
-                await response.write(chunk)
-            await response.write_eof()
-            return response
+            return await self._answer(request, Answer(upstream.status, upstream.reason or "", upstream.headers, upstream.content.iter_any(), upstream.content_length))
         except (aiohttp.ClientPayloadError, aiohttp.ServerDisconnectedError):
             log.warning("backend dropped a response mid-stream on %s", request.path)
             raise
         finally:
             await upstream_cm.__aexit__(None, None, None)
+
+    async def _forward_bodyless(self, request: web.Request, path_qs: str, session_id: str | None) -> web.StreamResponse:
+        assert self.lean is not None
+        try:
+            answer = await self.lean.request(request.method, path_qs, self.upstream_headers(request, session_id))
+        except UpstreamFailed as exc:
+            raise backend_unreachable(str(exc)) from None
+        try:
+            return await self._answer(request, answer)
+        except (asyncio.IncompleteReadError, ConnectionError):
+            log.warning("backend dropped a response mid-stream on %s", request.path)
+            raise backend_unreachable("it dropped its answer") from None
+        finally:
+            await answer.body.aclose()
+
+    async def _answer(self, request: web.Request, answer: Answer) -> web.StreamResponse:
+        if answer.length is not None and answer.length <= SMALL_BODY and request.method != "HEAD":
+            # Most answers are small JSON: one read and one write cost less than a stream.
+            response = web.Response(status=answer.status, reason=answer.reason, body=b"".join([piece async for piece in answer.body]))
+            _copy_headers(answer.headers, response, HOP_BY_HOP | {"content-length"})  # the Response sets its own
+            await save_cookie_binding(request, response)
+            return response
+        response = web.StreamResponse(status=answer.status, reason=answer.reason)
+        _copy_headers(answer.headers, response, HOP_BY_HOP)
+        await save_cookie_binding(request, response)
+        await response.prepare(request)
+        async for piece in answer.body:
+            await response.write(piece)
+        await response.write_eof()
+        return response
 
     async def relay_websocket(self, request: web.Request, path_qs: str, session_id: str | None) -> web.StreamResponse:
         assert self.http is not None

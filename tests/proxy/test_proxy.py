@@ -144,8 +144,9 @@ async def test_backend_down_gives_502_and_the_proxy_recovers(aiohttp_client, unu
     port = unused_tcp_port
     proxy_app, _ = create_client_apps(client_settings(tmp_path, f"http://127.0.0.1:{port}"))
     proxy = await aiohttp_client(proxy_app)
-    for path in ("/sessions", "/sessions/0b5c4a4e-0000-4000-8000-000000000000/messages"):
-        resp = await proxy.get(path)
+    sid = "0b5c4a4e-0000-4000-8000-000000000000"
+    for path, headers in (("/sessions", {}), (f"/sessions/{sid}/messages", {}), (f"/sessions/{sid}", {"x-session-id": sid})):
+        resp = await proxy.get(path, headers=headers)
         assert resp.status == 502 and (await resp.json())["error"]["code"] == "backend_unreachable"
     health = await (await proxy.get("/health")).json()
     assert health["status"] == "ok" and health["backend"]["reachable"] is False
@@ -157,6 +158,9 @@ async def test_backend_down_gives_502_and_the_proxy_recovers(aiohttp_client, unu
     try:
         resp = await proxy.get("/sessions")
         assert resp.status == 200 and (await resp.json())["session_id"]
+        sid = (await resp.json())["session_id"]
+        resp = await proxy.get(f"/sessions/{sid}", headers={"x-session-id": sid})
+        assert resp.status == 200 and (await resp.json())["session_id"] == sid
     finally:
         await server.close()
 
