@@ -132,11 +132,12 @@ class Forwarder:
             raise backend_unreachable(str(exc)) from None
         try:
             return await self._answer(request, answer)
-        except (asyncio.IncompleteReadError, ConnectionError):
-            log.warning("backend dropped a response mid-stream on %s", request.path)
+        except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, ConnectionError, ValueError):
+            log.warning("backend dropped or garbled a response on %s", request.path)
             raise backend_unreachable("it dropped its answer") from None
         finally:
             await answer.body.aclose()
+            answer.discard()
 
     async def _answer(self, request: web.Request, answer: Answer) -> web.StreamResponse:
         if answer.length is not None and answer.length <= SMALL_BODY and request.method != "HEAD":

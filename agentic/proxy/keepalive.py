@@ -9,8 +9,8 @@ work. Requests with bodies, WebSockets and other schemes keep using aiohttp.
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass
-from typing import AsyncIterator
+from dataclasses import dataclass, field
+from typing import AsyncIterator, Callable
 
 from multidict import CIMultiDict
 
@@ -27,6 +27,7 @@ class Connection:
     reader: asyncio.StreamReader
     writer: asyncio.StreamWriter
     reused: bool = False
+    checkouts: int = 0
 
     def close(self) -> None:
         self.writer.close()
@@ -39,6 +40,9 @@ class Answer:
     headers: CIMultiDict[str]
     body: AsyncIterator[bytes]
     length: int | None
+    # Closes the connection of an answer whose body was never read (a generator that never
+    # started cannot clean up after itself); harmless once the body was read.
+    discard: Callable[[], None] = field(default=lambda: None)
 
 
 class KeepAlivePool:
@@ -62,6 +66,9 @@ class KeepAlivePool:
                 conn.close()
                 if not conn.reused:
                     raise UpstreamFailed(type(exc).__name__) from None
+            except BaseException:  # not HTTP, or the caller gave up: this connection's state is unknown
+                conn.close()
+                raise
         no_body = method == "HEAD" or status in NO_BODY_STATUSES or 100 <= status < 200
         length = 0 if no_body else _content_length(response_headers)
         reusable = response_headers.get("Connection", "").lower() != "close"
@@ -71,20 +78,29 @@ class KeepAlivePool:
             body = self._chunked_body(conn, reusable)
         else:
             body = self._body_until_close(conn)
-        return Answer(status, reason, response_headers, body, length)
+        return Answer(status, reason, response_headers, body, length, self._discarder(conn))
 
     async def _connection(self) -> Connection:
         while self._idle:
             conn = self._idle.pop()
             if not conn.writer.is_closing() and not conn.reader.at_eof():
                 conn.reused = True
+                conn.checkouts += 1
                 return conn
             conn.close()
         try:
             reader, writer = await asyncio.wait_for(asyncio.open_connection(self.host, self.port), self.connect_timeout)
         except (OSError, asyncio.TimeoutError) as exc:
             raise UpstreamFailed(type(exc).__name__) from None
-        return Connection(reader, writer)
+        return Connection(reader, writer, checkouts=1)
+
+    def _discarder(self, conn: Connection) -> Callable[[], None]:
+        checkout = conn.checkouts
+
+        def discard() -> None:
+            if conn.checkouts == checkout and conn not in self._idle:
+                conn.close()
+        return discard
 
     def _finish(self, conn: Connection, reusable: bool) -> None:
         """Back to the pool when its answer was read to the end, else closed."""
@@ -140,7 +156,10 @@ def _request_head(method: str, path_qs: str, host: str, headers: dict[str, str])
 
 
 async def _read_head(reader: asyncio.StreamReader) -> tuple[int, str, CIMultiDict[str]]:
-    raw = await reader.readuntil(b"\r\n\r\n")
+    try:
+        raw = await reader.readuntil(b"\r\n\r\n")
+    except asyncio.LimitOverrunError:
+        raise UpstreamFailed("the answer's head is too large") from None
     status_line, *header_lines = raw[:-4].decode("latin-1").split("\r\n")
     version, _, rest = status_line.partition(" ")
     code, _, reason = rest.partition(" ")

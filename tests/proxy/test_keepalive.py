@@ -111,3 +111,24 @@ async def test_an_abandoned_answer_closes_its_connection():
     await answer.body.aclose()
     assert pool._idle == []  # half-read: never handed to the next request
     server.close()
+
+
+async def test_an_answer_never_read_closes_its_connection_when_discarded():
+    client_gone = asyncio.Event()
+
+    async def handle(reader, writer):
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\nabc")
+        await writer.drain()
+        if await reader.read() == b"":
+            client_gone.set()
+        writer.close()
+
+    server = await asyncio.start_server(handle, "127.0.0.1", 0)
+    pool = KeepAlivePool("127.0.0.1", server.sockets[0].getsockname()[1])
+    answer = await pool.request("GET", "/", {})
+    await answer.body.aclose()  # never started: its own cleanup cannot run
+    answer.discard()
+    await asyncio.wait_for(client_gone.wait(), 2)
+    assert pool._idle == []
+    server.close()
