@@ -26,7 +26,9 @@ NOT_FORWARDED = HOP_BY_HOP | {"host", "cookie", "origin", "x-session-id", "x-cli
 WS_HANDSHAKE = frozenset({"sec-websocket-key", "sec-websocket-version", "sec-websocket-extensions", "sec-websocket-protocol"})
 
 
-SMALL_BODY = 256 * 1024
+# Answers up to this size with a known length are sent in one write; larger ones, and
+# those without a length (server-sent events), stream through as they come.
+SMALL_BODY = 64 * 1024
 
 
 def _copy_headers(headers: Any, response: web.StreamResponse, skip: frozenset[str]) -> None:
