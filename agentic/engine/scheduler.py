@@ -1,7 +1,7 @@
 """The inference thread: continuous batching of every active session's turn.
 
-Each step decodes one token for every generating turn plus a bounded chunk of pending
-prompt tokens, so new turns join between steps and a long prompt never stalls the
+Each step decodes one token for every generating turn plus a bounded chunk of the oldest
+waiting prompt, so new turns join between steps and a long prompt never stalls the
 streams already running. Each session keeps its KV cache in a slot (a llama.cpp
 sequence) between turns; when slots run out the least recently used idle one is saved to
 disk and reused.
