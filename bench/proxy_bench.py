@@ -1,7 +1,8 @@
-"""Proxy overhead: session GETs/s and WebSocket frame round trips through client N versus
-direct to the main server, in the same run.
+"""Proxy overhead: session GETs/s, WebSocket frame round trips and token latency of real
+chats (time to first token, gap between tokens) through client N versus direct to the main
+server, in the same run.
 
-    .venv/bin/python bench/proxy_bench.py [--client 77] [--requests 2000] [--rounds 3] [--clients 1 10 50] [--pings 500]
+    .venv/bin/python bench/proxy_bench.py [--client 77] [--requests 2000] [--rounds 3] [--clients 1 10 50] [--pings 500] [--chats 10]
 
 With one client the GET ratio is the cost of the extra hop; with 50 every process is
 saturated on this 2-core machine (bench client, proxy and main server share the cores), so
@@ -34,6 +35,37 @@ async def ping_latencies(url: str, count: int) -> list[float]:
     return out
 
 
+async def token_latencies(main: str, base: str, max_tokens: int) -> tuple[float, list[float]]:
+    """One chat on a fresh session through `base`: time to first token and the gaps between tokens (ms)."""
+    async with aiohttp.ClientSession() as http:
+        async with http.post(f"{main}/sessions", json={"settings": {"ignore_eos": True}}) as resp:
+            sid = (await resp.json())["session_id"]
+        async with http.ws_connect(f"{base.replace('http', 'ws')}/ws?session_id={sid}") as ws:
+            await ws.receive_json()
+            sent = time.perf_counter()
+            await ws.send_json({"type": "chat", "content": "Tell me about lighthouses.", "max_tokens": max_tokens})
+            arrivals = []
+            while (frame := await ws.receive_json())["type"] != "done":
+                if frame["type"] == "token":
+                    arrivals.append(time.perf_counter())
+        async with http.delete(f"{main}/sessions/{sid}"):
+            pass
+    return (arrivals[0] - sent) * 1000, [(b - a) * 1000 for a, b in zip(arrivals, arrivals[1:])]
+
+
+async def token_rows(main: str, proxy: str, chats: int) -> list[list]:
+    ttft: dict[str, list[float]] = {main: [], proxy: []}
+    gaps: dict[str, list[float]] = {main: [], proxy: []}
+    for _ in range(chats):  # alternating, as above
+        for base in (main, proxy):
+            first, between = await token_latencies(main, base, 24)
+            ttft[base].append(first)
+            gaps[base] += between
+    return [[name, "-", "-", round(percentile(values[main], 50), 2), round(percentile(values[proxy], 50), 2),
+             f"{percentile(values[proxy], 50) / percentile(values[main], 50):.2f}x"]
+            for name, values in (("WS time to first token", ttft), ("WS gap between tokens", gaps))]
+
+
 async def run(main: str, proxy: str, args: argparse.Namespace) -> list[list]:
     async with aiohttp.ClientSession() as http, http.post(f"{main}/sessions") as resp:
         sid = (await resp.json())["session_id"]
@@ -59,7 +91,7 @@ async def run(main: str, proxy: str, args: argparse.Namespace) -> list[list]:
     proxy_ws = await ping_latencies(f"{proxy.replace('http', 'ws')}/ws?session_id={sid}", args.pings)
     rows.append(["WS frame round trip", "-", "-", round(percentile(direct_ws, 50), 3), round(percentile(proxy_ws, 50), 3),
                  f"+{(percentile(proxy_ws, 50) - percentile(direct_ws, 50)) / 2:.3f} ms/frame"])
-    return rows
+    return rows + await token_rows(main, proxy, args.chats)
 
 
 def main() -> None:
@@ -68,6 +100,7 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=2000)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--clients", type=int, nargs="+", default=[1, 10, 50], help="concurrent clients for the GET rounds")
+    parser.add_argument("--chats", type=int, default=10, help="chats with the real model each way, for token latency")
     parser.add_argument("--pings", type=int, default=500)
     args = parser.parse_args()
     port = free_port()
