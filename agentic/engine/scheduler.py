@@ -10,7 +10,6 @@ disk and reused.
 from __future__ import annotations
 
 import asyncio
-import codecs
 import logging
 import queue
 import threading
@@ -23,6 +22,7 @@ import llama_cpp
 
 from agentic.engine.kv_store import KvStore
 from agentic.engine.model import LlamaModel
+from agentic.engine.text import TokenText
 from agentic.engine.types import TurnRequest
 from agentic.engine.window import HistoryWindow, PromptTooLong
 
@@ -50,7 +50,7 @@ class ActiveTurn:
     logit_index: int | None = None
     generated: int = 0
     first_token_at: float | None = None
-    decoder: Any = field(default_factory=lambda: codecs.getincrementaldecoder("utf-8")("replace"))
+    text: TokenText = field(default_factory=TokenText)
 
 
 @dataclass
@@ -344,7 +344,7 @@ class Scheduler:
             return
         turn.generated += 1
         self.counters.tokens_generated += 1
-        text = turn.decoder.decode(self.model.piece(token))
+        text = turn.text.push(self.model.piece(token))
         if text:
             self._emit(turn.req, "token", text)
         if turn.generated >= turn.req.max_tokens or len(turn.slot.tokens) + 1 >= self.model.n_ctx_seq:
@@ -358,9 +358,6 @@ class Scheduler:
                 self._finish(turn, "cancelled")
 
     def _finish(self, turn: ActiveTurn, reason: str) -> None:
-        tail = turn.decoder.decode(b"", final=True)
-        if tail:
-            self._emit(turn.req, "token", tail)
         end = time.perf_counter()
         first = turn.first_token_at or end
         usage = dict(turn.usage)

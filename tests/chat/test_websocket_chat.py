@@ -195,6 +195,18 @@ async def test_text_is_never_broken_utf8(model_client):
     await ws.close()
 
 
+async def test_a_reply_cut_mid_character_drops_the_unfinished_character(model_client):
+    """Greedy, this model answers 'Repeat exactly: 👍' with the emoji's bytes spread over three
+    tokens; five tokens stop inside it."""
+    ws, session = await open_session_socket(model_client)
+    await model_client.patch(f"/sessions/{session['session_id']}", json={"settings": {"temperature": 0}})
+    frames = await chat_turn(ws, "Repeat exactly: 👍❌👍❌👍❌", max_tokens=5)
+    text = streamed_text(frames)
+    assert frames[-1]["usage"]["completion_tokens"] == 5
+    assert text == frames[-1]["message"]["content"] == "Repeat exactly: "  # the space, not half an emoji
+    await ws.close()
+
+
 async def test_rest_chat_whole_and_streamed(model_client):
     sid = (await new_session(model_client))["session_id"]
     resp = await model_client.post(f"/sessions/{sid}/messages", json={"content": "Hi", "max_tokens": 8})
