@@ -133,8 +133,8 @@ async def test_next_turn_reuses_the_cached_prefix(model_client):
 
 
 async def test_resume_replays_missed_frames_without_gap_or_duplicate(model_client):
-    ws, session = await open_session_socket(model_client)
-    sid = session["session_id"]
+    sid = (await new_session(model_client, settings={"ignore_eos": True}))["session_id"]  # still streaming when we leave
+    ws, _ = await open_session_socket(model_client, sid)
     await ws.send_json({"type": "chat", "content": "List five fruits.", "max_tokens": 40})
     seen = []
     while len(seen) < 4:
