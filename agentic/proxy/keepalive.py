@@ -55,7 +55,8 @@ class KeepAlivePool:
 
     async def request(self, method: str, path_qs: str, headers: dict[str, str]) -> Answer:
         """Send a bodyless request; a pooled connection the server has meanwhile closed is retried once, fresh."""
-        head = _request_head(method, path_qs, f"{self.host}:{self.port}", headers)
+        host = f"[{self.host}]" if ":" in self.host else self.host  # an IPv6 address
+        head = _request_head(method, path_qs, f"{host}:{self.port}", headers)
         while True:
             conn = await self._connection()
             try:
