@@ -185,18 +185,12 @@ except ImportError:  # running as a script on a machine without the dev extras
     pytest = None
 
 if pytest is not None:
-    from tests.e2e.deployment import Deployment, free_port, http, port_free
+    from tests.e2e.deployment import Deployment, http
 
     @pytest.fixture(scope="module")
     def deployed(tmp_path_factory):
         clients = [2, 3]
-        busy = [p for n in clients for p in (8000 + n, 8500 + n) if not port_free(p)]
-        if busy:
-            pytest.fail(f"ports {busy} are in use: stop what uses them (./deploy.sh stop all) before running this test")
-        deployment = Deployment(tmp_path_factory.mktemp("multi") / "data", free_port())
-        deployment.deploy("main")
-        for n in clients:
-            deployment.deploy("client", str(n))
+        deployment = Deployment.main_with_clients(tmp_path_factory.mktemp("multi") / "data", clients)
         yield deployment, Deployed(deployment.url, clients)
         deployment.stop_all()
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.deployment import Deployment, free_port, http, port_free
+from tests.e2e.deployment import Deployment, http
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts" / "browser"
@@ -21,13 +21,7 @@ pytestmark = [pytest.mark.browser, pytest.mark.skipif(CHROMIUM is None, reason="
 
 @pytest.fixture(scope="module")
 def deployed(tmp_path_factory):
-    busy = [p for n in CLIENTS for p in (8000 + n, 8500 + n) if not port_free(p)]
-    if busy:
-        pytest.fail(f"ports {busy} are in use: stop what uses them before running the browser tests")
-    d = Deployment(tmp_path_factory.mktemp("browser") / "data", free_port())
-    d.deploy("main")
-    for n in CLIENTS:
-        d.deploy("client", str(n))
+    d = Deployment.main_with_clients(tmp_path_factory.mktemp("browser") / "data", CLIENTS)
     yield d
     d.stop_all()
 

@@ -11,6 +11,7 @@ import time
 import urllib.error
 import urllib.request
 from pathlib import Path
+from typing import Sequence
 
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = str(ROOT / "deploy.sh")
@@ -50,6 +51,18 @@ class Deployment:
         self.port = port
         self.env = {**os.environ, "DATA_DIR": str(data_dir), "PORT": str(port), "BACKEND_URL": f"http://127.0.0.1:{port}",
                     "LOG_FORMAT": "plain", "N_PARALLEL": "4", "CTX_PER_SESSION": "1024", **env}
+
+    @classmethod
+    def main_with_clients(cls, data_dir: Path, clients: Sequence[int]) -> "Deployment":
+        """A main server on a free port and clients N on their own ports (8000+N, 8500+N), which must be free."""
+        busy = [p for n in clients for p in (8000 + n, 8500 + n) if not port_free(p)]
+        if busy:
+            raise AssertionError(f"ports {busy} are in use: stop what uses them (./deploy.sh stop all) before running these tests")
+        deployment = cls(data_dir, free_port())
+        deployment.deploy("main")
+        for n in clients:
+            deployment.deploy("client", str(n))
+        return deployment
 
     @property
     def url(self) -> str:
