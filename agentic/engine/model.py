@@ -73,9 +73,8 @@ class LlamaModel:
         self.template = ChatTemplate(self.metadata("tokenizer.chat_template"), self.token_text(llama_cpp.llama_vocab_bos(self.vocab)), self.token_text(llama_cpp.llama_vocab_eos(self.vocab)))
         self.name = self.metadata("general.name") or self.path.stem
         self._piece_buf = ctypes.create_string_buffer(256)
-        n_vocab = llama_cpp.llama_vocab_n_tokens(self.vocab)
-        self.n_vocab = n_vocab
-        self.end_of_generation_tokens = [t for t in range(n_vocab) if llama_cpp.llama_vocab_is_eog(self.vocab, t)]
+        self.n_vocab = llama_cpp.llama_vocab_n_tokens(self.vocab)
+        self.end_of_generation_tokens = [t for t in range(self.n_vocab) if llama_cpp.llama_vocab_is_eog(self.vocab, t)]
         log.info("model loaded: %s (gpu_offload=%s, %d sequences x %d tokens)", self.name, self.gpu_offload, self.n_seq, self.n_ctx_seq)
 
     def close(self) -> None:

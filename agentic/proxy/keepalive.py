@@ -26,8 +26,11 @@ class UpstreamFailed(Exception):
 class Connection:
     reader: asyncio.StreamReader
     writer: asyncio.StreamWriter
-    reused: bool = False
-    checkouts: int = 0
+    checkouts: int = 1
+
+    @property
+    def reused(self) -> bool:
+        return self.checkouts > 1
 
     def close(self) -> None:
         self.writer.close()
@@ -85,7 +88,6 @@ class KeepAlivePool:
         while self._idle:
             conn = self._idle.pop()
             if not conn.writer.is_closing() and not conn.reader.at_eof():
-                conn.reused = True
                 conn.checkouts += 1
                 return conn
             conn.close()
@@ -93,7 +95,7 @@ class KeepAlivePool:
             reader, writer = await asyncio.wait_for(asyncio.open_connection(self.host, self.port), self.connect_timeout)
         except (OSError, asyncio.TimeoutError) as exc:
             raise UpstreamFailed(type(exc).__name__) from None
-        return Connection(reader, writer, checkouts=1)
+        return Connection(reader, writer)
 
     def _discarder(self, conn: Connection) -> Callable[[], None]:
         checkout = conn.checkouts

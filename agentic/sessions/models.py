@@ -29,7 +29,8 @@ class ChatSettings:
     seed: int | None = None
     ignore_eos: bool = False
 
-    LIMITS = {"temperature": (0.0, 2.0), "top_p": (0.0, 1.0), "top_k": (1, 1000), "max_tokens": (1, 1_000_000), "seed": (0, 2**31 - 1), "ignore_eos": (0, 1)}
+    LIMITS = {"temperature": (0.0, 2.0), "top_p": (0.0, 1.0), "top_k": (1, 1000), "max_tokens": (1, 1_000_000), "seed": (0, 2**31 - 1)}
+    FLAGS = frozenset({"ignore_eos"})
 
     def to_json(self) -> dict[str, Any]:
         return {f.name: getattr(self, f.name) for f in fields(self)}
@@ -41,17 +42,19 @@ class ChatSettings:
         for name, value in changes.items():
             if name not in values:
                 raise ApiError(422, "invalid_field", f"unknown setting {name!r}")
-            values[name] = _checked_setting(name, value, self.LIMITS[name])
+            values[name] = _checked_flag(name, value) if name in self.FLAGS else _checked_setting(name, value, self.LIMITS[name])
         return ChatSettings(**values)
+
+
+def _checked_flag(name: str, value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise ApiError(422, "invalid_field", f"setting {name!r} must be a boolean")
+    return value
 
 
 def _checked_setting(name: str, value: Any, limits: tuple[float, float]) -> Any:
     if value is None and name in ("max_tokens", "seed"):
         return None
-    if name == "ignore_eos":
-        if not isinstance(value, bool):
-            raise ApiError(422, "invalid_field", "setting 'ignore_eos' must be a boolean")
-        return value
     want_int = name in ("top_k", "max_tokens", "seed")
     ok_type = isinstance(value, int) if want_int else isinstance(value, (int, float))
     if isinstance(value, bool) or not ok_type:
