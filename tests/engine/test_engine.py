@@ -173,3 +173,26 @@ async def test_ignore_eos_gives_fixed_length_replies(aiohttp_client, tmp_path):
     sid = (await new_session(client, settings={"ignore_eos": True}))["session_id"]
     body = await reply(client, sid, "Say yes.", max_tokens=40)
     assert body["usage"]["completion_tokens"] == 40 and body["usage"]["finish_reason"] == "length"
+
+
+async def test_waiting_prompts_are_prefilled_one_per_step_while_others_decode(aiohttp_client, tmp_path):
+    client = await started_app(aiohttp_client, tmp_path)
+    scheduler = client.app[keys.engine_key].scheduler
+    batch, real_decode, steps = scheduler._batch, scheduler._batch.decode, []
+
+    def recording_decode(ctx):  # the real decode, noting how many tokens each sequence put in the step
+        per_seq: dict[int, int] = {}
+        for i in range(batch.n):
+            seq = batch.raw.seq_id[i][0]
+            per_seq[seq] = per_seq.get(seq, 0) + 1
+        steps.append(per_seq)
+        return real_decode(ctx)
+
+    batch.decode = recording_decode
+    sids = [(await new_session(client, settings={"ignore_eos": True}))["session_id"] for _ in range(3)]
+    replies = await asyncio.gather(*(reply(client, sid, f"Tell me about topic {i}.", max_tokens=6) for i, sid in enumerate(sids)))
+    assert all(r["usage"]["completion_tokens"] == 6 for r in replies)
+    prefilling = [[seq for seq, n in step.items() if n > 1] for step in steps]
+    assert all(len(seqs) <= 1 for seqs in prefilling)  # never two prompts in one step
+    assert len({seqs[0] for seqs in prefilling if seqs}) == 3
+    assert any(len(step) > 1 and max(step.values()) > 1 for step in steps)  # a prompt went in beside running decodes
