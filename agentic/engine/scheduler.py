@@ -2,7 +2,8 @@
 
 Each step decodes one token for every generating turn plus a bounded chunk of the oldest
 waiting prompt, so new turns join between steps and a long prompt never stalls the
-streams already running. Each session keeps its KV cache in a slot (a llama.cpp
+streams already running. A turn that has only just got its first token lets the prompts
+of its burst go in before its second (see `_prompts_ahead_of_second_token`). Each session keeps its KV cache in a slot (a llama.cpp
 sequence) between turns; when slots run out the least recently used idle one is saved to
 disk and reused.
 """
@@ -51,6 +52,12 @@ class ActiveTurn:
     generated: int = 0
     first_token_at: float | None = None
     text: TokenText = field(default_factory=TokenText)
+    # The prompts this turn's second token waits for; decided when it is first due (None: not yet).
+    held_behind: list["ActiveTurn"] | None = None
+
+    @property
+    def prefilling(self) -> bool:
+        return bool(self.pending) and self.slot.turn is self
 
 
 @dataclass
@@ -287,7 +294,7 @@ class Scheduler:
         batch.clear()
         sequences = set()
         for turn in self.active:
-            if turn.next_token is not None:
+            if turn.next_token is not None and not self._held(turn):
                 turn.logit_index = batch.add(turn.next_token, len(turn.slot.tokens), turn.slot.seq, True)
                 turn.slot.tokens.append(turn.next_token)
                 turn.next_token = None
@@ -316,6 +323,20 @@ class Scheduler:
                 self._take_token(turn, self.model.sample(turn.sampler, turn.logit_index))
                 turn.logit_index = None
         self._reap_cancelled()
+
+    def _held(self, turn: ActiveTurn) -> bool:
+        if turn.held_behind is None:
+            turn.held_behind = self._prompts_ahead_of_second_token(turn)
+        turn.held_behind = [t for t in turn.held_behind if t.prefilling]
+        return bool(turn.held_behind)
+
+    def _prompts_ahead_of_second_token(self, turn: ActiveTurn) -> list[ActiveTurn]:
+        """On CPU a decoded token costs about what a prompt token does, so every decode
+        step run before a burst's last prompt is in delays that prompt's first token. A turn
+        that has just got its first token therefore lets the prompts being taken in by then
+        go first, up to one batch of them; streams that were running before never wait."""
+        ahead = [t for t in self.active if t is not turn and t.prefilling]
+        return ahead if sum(len(t.pending) for t in ahead) <= self._batch.capacity else []
 
     def _add_prompt_chunk(self, turn: ActiveTurn, budget: int) -> None:
         chunk = turn.pending[:budget]

@@ -175,7 +175,9 @@ async def test_ignore_eos_gives_fixed_length_replies(aiohttp_client, tmp_path):
     assert body["usage"]["completion_tokens"] == 40 and body["usage"]["finish_reason"] == "length"
 
 
-async def test_waiting_prompts_are_prefilled_one_per_step_while_others_decode(aiohttp_client, tmp_path):
+async def test_prompts_go_in_one_per_step_beside_running_streams_and_a_burst_goes_first(aiohttp_client, tmp_path):
+    """A stream already running gets a token every step while two new prompts go in one per
+    step; the new turn answered first waits with its second token until the other prompt is in."""
     client = await started_app(aiohttp_client, tmp_path)
     scheduler = client.app[keys.engine_key].scheduler
     batch, real_decode, steps = scheduler._batch, scheduler._batch.decode, []
@@ -188,11 +190,20 @@ async def test_waiting_prompts_are_prefilled_one_per_step_while_others_decode(ai
         steps.append(per_seq)
         return real_decode(ctx)
 
-    batch.decode = recording_decode
     sids = [(await new_session(client, settings={"ignore_eos": True}))["session_id"] for _ in range(3)]
-    replies = await asyncio.gather(*(reply(client, sid, f"Tell me about topic {i}.", max_tokens=6) for i, sid in enumerate(sids)))
-    assert all(r["usage"]["completion_tokens"] == 6 for r in replies)
-    prefilling = [[seq for seq, n in step.items() if n > 1] for step in steps]
-    assert all(len(seqs) <= 1 for seqs in prefilling)  # never two prompts in one step
-    assert len({seqs[0] for seqs in prefilling if seqs}) == 3
-    assert any(len(step) > 1 and max(step.values()) > 1 for step in steps)  # a prompt went in beside running decodes
+    running = asyncio.create_task(reply(client, sids[0], "Tell me about rivers.", max_tokens=60))
+    while scheduler.counters.tokens_generated < 3:
+        await asyncio.sleep(0.005)
+    batch.decode = recording_decode
+    burst = await asyncio.gather(*(reply(client, sid, f"Tell me about topic {i}.", max_tokens=4) for i, sid in enumerate(sids[1:])))
+    assert (await running)["usage"]["completion_tokens"] == 60 and all(r["usage"]["completion_tokens"] == 4 for r in burst)
+
+    seq_of = {slot.session_id: slot.seq for slot in scheduler.slots}
+    stream, new = seq_of[sids[0]], {seq_of[sid] for sid in sids[1:]}
+    prompt_steps = [i for i, step in enumerate(steps) if any(n > 1 for n in step.values())]
+    assert len(prompt_steps) == 2 and all(sum(n > 1 for n in steps[i].values()) == 1 for i in prompt_steps)  # one prompt per step
+    assert all(steps[i].get(stream) == 1 for i in range(prompt_steps[-1] + 1))  # the running stream never waited
+    first, second = prompt_steps
+    (answered_first,) = [seq for seq in new if steps[first].get(seq, 0) > 1]
+    assert answered_first not in steps[second]  # its second token came after the other prompt was in
+    assert all(answered_first in step for step in steps[second + 1:second + 3])
