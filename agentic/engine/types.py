@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -31,6 +32,7 @@ class TurnRequest:
     emit: Callable[[str, Any], None]
     cancelled: threading.Event = field(default_factory=threading.Event)
     turn_id: int = 0
+    submitted: float = field(default_factory=time.perf_counter)
 
 
 class EngineBusy(Exception):
