@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from typing import Any
+from typing import Any, Iterable
 
 import aiohttp
 from aiohttp import ClientSession, WSMsgType, web
@@ -23,6 +23,8 @@ HOP_BY_HOP = frozenset({
 })
 # The proxy answers for these itself: the browser's cookie and Origin stop here.
 NOT_FORWARDED = HOP_BY_HOP | {"host", "cookie", "origin", "x-session-id", "x-client-id"}
+# Replaced, never passed on as sent: a caller cannot claim another address, host or scheme.
+SET_BY_PROXY = frozenset({"x-forwarded-for", "x-forwarded-host", "x-forwarded-proto"})
 WS_HANDSHAKE = frozenset({"sec-websocket-key", "sec-websocket-version", "sec-websocket-extensions", "sec-websocket-protocol"})
 
 
@@ -37,8 +39,31 @@ def _copy_headers(headers: Any, response: web.StreamResponse, skip: frozenset[st
             response.headers.add(name, value)
 
 
+def forwarded_headers(items: Iterable[tuple[str, str]], peer: str, host: str, scheme: str, session_id: str | None, client_id: str) -> dict[str, str]:
+    """The request's own headers as the main server should get them, plus who sent it through which client."""
+    headers: dict[str, str] = {}
+    prior = None
+    for name, value in items:
+        lower = name.lower()
+        if lower == "x-forwarded-for":
+            prior = value
+        elif lower not in NOT_FORWARDED and lower not in WS_HANDSHAKE and lower not in SET_BY_PROXY:
+            headers[name] = value
+    if session_id:
+        headers["x-session-id"] = session_id
+    headers["x-client-id"] = client_id
+    headers["X-Forwarded-For"] = f"{prior}, {peer}" if prior else peer
+    headers["X-Forwarded-Host"] = host
+    headers["X-Forwarded-Proto"] = scheme
+    return headers
+
+
+def unreachable_message(detail: str) -> str:
+    return f"the main server cannot be reached: {detail}"
+
+
 def backend_unreachable(detail: str) -> ApiError:
-    return ApiError(502, "backend_unreachable", f"the main server cannot be reached: {detail}")
+    return ApiError(502, "backend_unreachable", unreachable_message(detail))
 
 
 async def save_cookie_binding(request: web.Request, response: web.StreamResponse) -> None:
@@ -82,16 +107,7 @@ class Forwarder:
         return URL(self.backend_url + path_qs, encoded=True)
 
     def upstream_headers(self, request: web.Request, session_id: str | None) -> dict[str, str]:
-        headers = {k: v for k, v in request.headers.items() if k.lower() not in NOT_FORWARDED and k.lower() not in WS_HANDSHAKE}
-        if session_id:
-            headers["x-session-id"] = session_id
-        headers["x-client-id"] = self.client_id
-        peer = request.remote or ""
-        prior = request.headers.get("X-Forwarded-For")
-        headers["X-Forwarded-For"] = f"{prior}, {peer}" if prior else peer
-        headers["X-Forwarded-Host"] = request.host
-        headers["X-Forwarded-Proto"] = request.scheme
-        return headers
+        return forwarded_headers(request.headers.items(), request.remote or "", request.host, request.scheme, session_id, self.client_id)
 
     async def fetch_json(self, request: web.Request, path_qs: str, session_id: str | None) -> tuple[int, Any]:
         """A small JSON exchange that the proxy needs to read (session listing and creation)."""

@@ -10,11 +10,11 @@ import pytest
 
 from agentic import keys
 from agentic.app import create_app
-from agentic.config import ClientSettings
 from agentic.proxy.app import create_client_apps
 from agentic.proxy.run import validate_client_number
 from tests.chat.helpers import chat_turn, streamed_text
 from tests.conftest import make_settings, upload
+from tests.proxy.serving import client_settings, serve_proxy
 
 
 @pytest.fixture
@@ -25,14 +25,9 @@ async def backend(aiohttp_server, tmp_path):
     return server
 
 
-def client_settings(tmp_path, backend_url: str, number: int = 2) -> ClientSettings:
-    return ClientSettings(number=number, backend_url=backend_url, client_id=f"client-{number}", data_dir=tmp_path / "client")
-
-
 @pytest.fixture
 async def proxy(aiohttp_client, backend, tmp_path):
-    proxy_app, _ = create_client_apps(client_settings(tmp_path, str(backend.make_url("")).rstrip("/")))
-    return await aiohttp_client(proxy_app)
+    return await serve_proxy(aiohttp_client, tmp_path, str(backend.make_url("")))
 
 
 async def test_default_session_is_created_recorded_and_kept(proxy, backend):
@@ -142,8 +137,7 @@ async def test_proxy_health_reports_the_backend(proxy):
 
 async def test_backend_down_gives_502_and_the_proxy_recovers(aiohttp_client, unused_tcp_port, tmp_path):
     port = unused_tcp_port
-    proxy_app, _ = create_client_apps(client_settings(tmp_path, f"http://127.0.0.1:{port}"))
-    proxy = await aiohttp_client(proxy_app)
+    proxy = await serve_proxy(aiohttp_client, tmp_path, f"http://127.0.0.1:{port}")
     sid = "0b5c4a4e-0000-4000-8000-000000000000"
     for path, headers in (("/sessions", {}), (f"/sessions/{sid}/messages", {}), (f"/sessions/{sid}", {"x-session-id": sid})):
         resp = await proxy.get(path, headers=headers)
