@@ -16,7 +16,7 @@ from agentic.api.page import render_chat_page
 from agentic.app import STATIC_DIR, setup_templates
 from agentic.config import ClientSettings
 from agentic.proxy.binding import SessionBinder, cookie_storage, load_cookie_key, valid_uuid
-from agentic.proxy.forward import Forwarder, backend_unreachable
+from agentic.proxy.forward import Forwarder, backend_target, backend_unreachable
 
 binder_key = web.AppKey("binder", SessionBinder)
 forwarder_key = web.AppKey("forwarder", Forwarder)
@@ -71,8 +71,7 @@ def create_client_apps(settings: ClientSettings) -> tuple[web.Application, web.A
 # -- helpers --------------------------------------------------------------------------------
 def backend_path(request: web.Request) -> str:
     """The request's path and query as the main server should see it (without /api)."""
-    raw = request.rel_url.raw_path_qs if hasattr(request.rel_url, "raw_path_qs") else str(request.rel_url)
-    return raw[4:] if raw.startswith("/api/") else raw
+    return backend_target(request.rel_url.raw_path_qs if hasattr(request.rel_url, "raw_path_qs") else str(request.rel_url))
 
 
 def check_origin(request: web.Request) -> None:

@@ -21,7 +21,7 @@ from typing import Any, Iterable
 from aiohttp import web
 
 from agentic.api.errors import error_body
-from agentic.proxy.forward import HOP_BY_HOP, SMALL_BODY, Forwarder, forwarded_headers, unreachable_message
+from agentic.proxy.forward import HOP_BY_HOP, SMALL_BODY, Forwarder, backend_target, forwarded_headers, unreachable_message
 from agentic.proxy.keepalive import NO_BODY_STATUSES, Answer, UpstreamFailed
 
 log = logging.getLogger("agentic.proxy")
@@ -71,11 +71,6 @@ def _plain_target(target: str) -> bool:
     if "%" in path or "//" in path or path in OWN_ROUTES:
         return False
     return not any(segment in (".", "..") for segment in path.split("/"))
-
-
-def backend_target(target: str) -> str:
-    """The target as the main server should see it: /api/... is the frontend's prefix for the API."""
-    return target[4:] if target.startswith("/api/") else target
 
 
 class FastPathServer:

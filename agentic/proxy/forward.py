@@ -58,6 +58,11 @@ def forwarded_headers(items: Iterable[tuple[str, str]], peer: str, host: str, sc
     return headers
 
 
+def backend_target(target: str) -> str:
+    """A request target as the main server should see it: /api/... is the frontend's prefix for the API."""
+    return target[4:] if target.startswith("/api/") else target
+
+
 def unreachable_message(detail: str) -> str:
     return f"the main server cannot be reached: {detail}"
 
