@@ -1,13 +1,15 @@
 """The engine with the real model: slots, eviction to disk, restore, trimming, limits."""
 
 import asyncio
+from types import SimpleNamespace
 
 import pytest
 
 from agentic import keys
 from agentic.app import create_app
 from agentic.engine.chat_template import ChatTemplate
-from agentic.engine.scheduler import common_prefix
+from agentic.engine import scheduler as scheduler_module
+from agentic.engine.scheduler import ActiveTurn, Scheduler, Slot, common_prefix
 from tests.chat.helpers import chat_turn, open_session_socket
 from tests.conftest import make_settings, new_session
 
@@ -175,9 +177,10 @@ async def test_ignore_eos_gives_fixed_length_replies(aiohttp_client, tmp_path):
     assert body["usage"]["completion_tokens"] == 40 and body["usage"]["finish_reason"] == "length"
 
 
-async def test_prompts_go_in_one_per_step_beside_running_streams_and_a_burst_goes_first(aiohttp_client, tmp_path):
+async def test_prompts_go_in_one_per_step_beside_running_streams_and_a_burst_goes_first(aiohttp_client, tmp_path, monkeypatch):
     """A stream already running gets a token every step while two new prompts go in one per
     step; the new turn answered first waits with its second token until the other prompt is in."""
+    monkeypatch.setattr(scheduler_module, "BURST_WINDOW_S", 5.0)  # two REST turns on a loaded CI machine: one burst
     client = await started_app(aiohttp_client, tmp_path)
     scheduler = client.app[keys.engine_key].scheduler
     batch, real_decode, steps = scheduler._batch, scheduler._batch.decode, []
@@ -207,3 +210,21 @@ async def test_prompts_go_in_one_per_step_beside_running_streams_and_a_burst_goe
     (answered_first,) = [seq for seq in new if steps[first].get(seq, 0) > 1]
     assert answered_first not in steps[second]  # its second token came after the other prompt was in
     assert all(answered_first in step for step in steps[second + 1:second + 3])
+
+
+def test_a_fresh_stream_waits_only_for_its_own_burst():
+    """Prompts sent within the window of this turn hold its second token; later ones, finished
+    ones and more than a batch of prompts do not."""
+    def turn(submitted: float, pending: int) -> ActiveTurn:
+        slot = Slot(seq=0)
+        active = ActiveTurn(req=SimpleNamespace(submitted=submitted), slot=slot, pending=[1] * pending, sampler=None, usage={}, started=0.0)
+        slot.turn = active
+        return active
+
+    window = scheduler_module.BURST_WINDOW_S
+    fresh, same_burst, later, done = turn(10.0, 0), turn(10.0 + window / 2, 40), turn(10.0 + window * 2, 40), turn(10.0, 40)
+    done.slot.turn = None  # finished or cancelled
+    engine = SimpleNamespace(active=[fresh, same_burst, later, done], _batch=SimpleNamespace(capacity=512))
+    assert Scheduler._prompts_ahead_of_second_token(engine, fresh) == [same_burst]
+    engine._batch.capacity = 39
+    assert Scheduler._prompts_ahead_of_second_token(engine, fresh) == []
