@@ -3,9 +3,9 @@
 Each step decodes one token for every generating turn plus a bounded chunk of the oldest
 waiting prompt, so new turns join between steps and a long prompt never stalls the
 streams already running. A turn that has only just got its first token lets the prompts
-of its burst go in before its second (see `_prompts_ahead_of_second_token`). Each session keeps its KV cache in a slot (a llama.cpp
-sequence) between turns; when slots run out the least recently used idle one is saved to
-disk and reused.
+of its burst go in before its second (see `_prompts_ahead_of_second_token`). Each
+session keeps its KV cache in a slot (a llama.cpp sequence) between turns; when slots
+run out the least recently used idle one is saved to disk and reused.
 """
 
 from __future__ import annotations

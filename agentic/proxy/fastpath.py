@@ -16,11 +16,12 @@ import json
 import logging
 import re
 from dataclasses import dataclass
-from typing import Any, Iterable
+from typing import Iterable
 
 from aiohttp import web
 
 from agentic.api.errors import error_body
+from agentic.proxy.app import forwarder_key
 from agentic.proxy.forward import HOP_BY_HOP, SMALL_BODY, Forwarder, backend_target, forwarded_headers, unreachable_message
 from agentic.proxy.keepalive import NO_BODY_STATUSES, Answer, UpstreamFailed
 
@@ -284,11 +285,8 @@ def _head(status: int, reason: str, headers: Iterable[tuple[str, str]], keep_ali
 
 
 class ProxyRunner(web.AppRunner):
-    """Runs the proxy app with the fast path in front of aiohttp's server."""
-
-    def __init__(self, app: web.Application, forwarder: Forwarder, **kwargs: Any) -> None:
-        super().__init__(app, **kwargs)
-        self.forwarder = forwarder
+    """Runs client N's proxy app with the fast path in front of aiohttp's server."""
 
     async def _make_server(self) -> web.Server:
-        return FastPathServer(await super()._make_server(), self.forwarder)  # type: ignore[return-value]
+        server = await super()._make_server()  # the app has started: its connection pool is open
+        return FastPathServer(server, self.app[forwarder_key])  # type: ignore[return-value]

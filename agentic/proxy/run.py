@@ -12,7 +12,7 @@ from dataclasses import replace
 from aiohttp import web
 
 from agentic.config import client_settings_from_env
-from agentic.proxy.app import create_client_apps, forwarder_key
+from agentic.proxy.app import create_client_apps
 from agentic.proxy.fastpath import ProxyRunner
 
 log = logging.getLogger("agentic.proxy")
@@ -47,7 +47,7 @@ def run_client(number: int, host: str | None = None, backend_url: str | None = N
 
 async def _serve(settings) -> int:
     proxy, frontend = create_client_apps(settings)
-    runners = [ProxyRunner(proxy, proxy[forwarder_key], access_log=None, shutdown_timeout=5), web.AppRunner(frontend, access_log=None, shutdown_timeout=5)]
+    runners = [ProxyRunner(proxy, access_log=None, shutdown_timeout=5), web.AppRunner(frontend, access_log=None, shutdown_timeout=5)]
     ports = [settings.proxy_port, settings.frontend_port]
     try:
         for runner, port in zip(runners, ports):

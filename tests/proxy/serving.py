@@ -8,13 +8,13 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 
 from agentic.config import ClientSettings
-from agentic.proxy.app import create_client_apps, forwarder_key
+from agentic.proxy.app import create_client_apps
 from agentic.proxy.fastpath import ProxyRunner
 
 
 class ProxyTestServer(TestServer):
     async def _make_runner(self, **kwargs: Any) -> web.BaseRunner:
-        return ProxyRunner(self.app, self.app[forwarder_key], **kwargs)
+        return ProxyRunner(self.app, **kwargs)
 
 
 def client_settings(tmp_path, backend_url: str, number: int = 2) -> ClientSettings:
