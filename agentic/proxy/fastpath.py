@@ -16,7 +16,7 @@ import json
 import logging
 import re
 from dataclasses import dataclass
-from typing import Iterable
+from typing import Iterable, cast
 
 from aiohttp import web
 
@@ -118,8 +118,7 @@ class FastPathProtocol(asyncio.Protocol):
 
     # -- asyncio.Protocol ------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        self.transport = cast(asyncio.Transport, transport)  # uvloop's transports do not subclass asyncio's
         self.server.connections.add(self)
         self.task = asyncio.get_running_loop().create_task(self._serve())
 
