@@ -116,6 +116,7 @@ async def proxy_health(request: web.Request) -> web.Response:
         "ports": {"frontend": settings.frontend_port, "proxy": settings.proxy_port},
         "uptime_s": round(time.monotonic() - request.app[started_key], 3),
         "backend": backend,
+        "fast_path_requests": forwarder.fast_path_requests,
     })
 
 

@@ -81,7 +81,6 @@ class FastPathServer:
         self.wrapped = wrapped
         self.forwarder = forwarder
         self.connections: set[FastPathProtocol] = set()
-        self.relayed = 0
 
     def __call__(self) -> asyncio.Protocol:
         return FastPathProtocol(self)
@@ -222,7 +221,7 @@ class FastPathProtocol(asyncio.Protocol):
         assert forwarder.lean is not None and self.transport is not None
         peer = self.transport.get_extra_info("peername") or ("",)
         headers = forwarded_headers(request.headers, str(peer[0]), request.host, "http", request.session_id, forwarder.client_id)
-        self.server.relayed += 1
+        forwarder.fast_path_requests += 1
         try:
             answer = await forwarder.lean.request(request.method, backend_target(request.target), headers)
         except UpstreamFailed as exc:

@@ -84,6 +84,7 @@ class Forwarder:
         self.client_id = client_id
         self.http: ClientSession | None = None
         self.lean: KeepAlivePool | None = None
+        self.fast_path_requests = 0  # relayed by agentic/proxy/fastpath.py, reported on /health
         self._users = 0
 
     async def open(self) -> None:

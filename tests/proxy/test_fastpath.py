@@ -9,6 +9,7 @@ import pytest
 from aiohttp import web
 
 from agentic.app import create_app
+from agentic.proxy.app import forwarder_key
 from agentic.proxy.fastpath import fast_request
 from tests.conftest import make_settings, upload
 from tests.proxy.serving import serve_proxy
@@ -66,7 +67,7 @@ async def proxy(aiohttp_client, backend, tmp_path):
 
 
 def relayed(proxy) -> int:
-    return proxy.server.runner.server.relayed
+    return proxy.server.app[forwarder_key].fast_path_requests
 
 
 async def new_session(backend_client) -> str:
@@ -94,6 +95,7 @@ async def test_a_session_get_is_relayed_as_the_main_server_answers_it(proxy, bac
     missing = await proxy.get(f"/sessions/{SID}", headers={"x-session-id": SID})
     assert missing.status == 404 and (await missing.json())["error"]["code"] == "session_not_found"
     assert relayed(proxy) == before + 3
+    assert (await (await proxy.get("/health")).json())["fast_path_requests"] == before + 3
 
 
 async def test_pipelined_requests_answer_in_order_and_a_post_hands_over_to_aiohttp(proxy, backend, aiohttp_client):
