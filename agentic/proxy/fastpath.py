@@ -22,8 +22,8 @@ from aiohttp import web
 
 from agentic.api.errors import error_body
 from agentic.proxy.app import forwarder_key
-from agentic.proxy.forward import HOP_BY_HOP, SMALL_BODY, Forwarder, backend_target, forwarded_headers, unreachable_message
-from agentic.proxy.keepalive import NO_BODY_STATUSES, Answer, UpstreamFailed
+from agentic.proxy.forward import HOP_BY_HOP, Forwarder, backend_target, fits_one_write, forwarded_headers, unreachable_message
+from agentic.proxy.keepalive import BROKEN_ANSWER, Answer, UpstreamFailed, bodyless
 
 log = logging.getLogger("agentic.proxy")
 
@@ -234,13 +234,13 @@ class FastPathProtocol(asyncio.Protocol):
 
     async def _send_answer(self, answer: Answer, request: FastRequest) -> bool:
         keep_alive = request.keep_alive
-        if request.method == "HEAD" or answer.status in NO_BODY_STATUSES or answer.status < 200:
+        if bodyless(request.method, answer.status):
             await self.write(_response_head(answer, keep_alive))  # its own headers say what a GET would get
             return keep_alive
-        if answer.length is not None and answer.length <= SMALL_BODY:
+        if fits_one_write(answer):
             try:  # read it all first: a backend that drops it still gets a clean 502
                 body = b"".join([piece async for piece in answer.body])
-            except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, ConnectionError, ValueError):
+            except BROKEN_ANSWER:
                 return await self._send_unreachable("it dropped its answer", keep_alive)
             await self.write(_response_head(answer, keep_alive, f"Content-Length: {len(body)}") + body)
             return keep_alive
@@ -250,7 +250,7 @@ class FastPathProtocol(asyncio.Protocol):
             async for piece in answer.body:
                 if piece:
                     await self.write(b"%x\r\n%b\r\n" % (len(piece), piece) if chunked else piece)
-        except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, ConnectionError, ValueError):
+        except BROKEN_ANSWER:
             log.warning("backend dropped a response mid-stream on %s", request.target)
             return False  # the head is out: closing is the only way left to say so
         if chunked:

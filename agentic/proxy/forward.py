@@ -13,7 +13,7 @@ from aiohttp_session import SESSION_KEY, STORAGE_KEY
 from yarl import URL
 
 from agentic.api.errors import ApiError
-from agentic.proxy.keepalive import Answer, KeepAlivePool, UpstreamFailed
+from agentic.proxy.keepalive import BROKEN_ANSWER, Answer, KeepAlivePool, UpstreamFailed
 
 log = logging.getLogger("agentic.proxy")
 
@@ -31,6 +31,10 @@ WS_HANDSHAKE = frozenset({"sec-websocket-key", "sec-websocket-version", "sec-web
 # Answers up to this size with a known length are sent in one write; larger ones, and
 # those without a length (server-sent events), stream through as they come.
 SMALL_BODY = 64 * 1024
+
+
+def fits_one_write(answer: Answer) -> bool:
+    return answer.length is not None and answer.length <= SMALL_BODY
 
 
 def _copy_headers(headers: Any, response: web.StreamResponse, skip: frozenset[str]) -> None:
@@ -156,7 +160,7 @@ class Forwarder:
             raise backend_unreachable(str(exc)) from None
         try:
             return await self._answer(request, answer)
-        except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, ConnectionError, ValueError):
+        except BROKEN_ANSWER:
             log.warning("backend dropped or garbled a response on %s", request.path)
             raise backend_unreachable("it dropped its answer") from None
         finally:
@@ -164,7 +168,7 @@ class Forwarder:
             answer.discard()
 
     async def _answer(self, request: web.Request, answer: Answer) -> web.StreamResponse:
-        if answer.length is not None and answer.length <= SMALL_BODY and request.method != "HEAD":
+        if fits_one_write(answer) and request.method != "HEAD":
             # Most answers are small JSON: one read and one write cost less than a stream.
             response = web.Response(status=answer.status, reason=answer.reason, body=b"".join([piece async for piece in answer.body]))
             _copy_headers(answer.headers, response, HOP_BY_HOP | {"content-length"})  # the Response sets its own

@@ -16,6 +16,13 @@ from multidict import CIMultiDict
 
 NO_BODY_STATUSES = frozenset({204, 304})
 CHUNK = 64 * 1024
+# What reading an Answer's body raises when the main server drops or garbles it.
+BROKEN_ANSWER = (asyncio.IncompleteReadError, asyncio.LimitOverrunError, ConnectionError, ValueError)
+
+
+def bodyless(method: str, status: int) -> bool:
+    """Whether the answer to `method` with `status` has no body, whatever its headers say."""
+    return method == "HEAD" or status in NO_BODY_STATUSES or 100 <= status < 200
 
 
 class UpstreamFailed(Exception):
@@ -73,7 +80,7 @@ class KeepAlivePool:
             except BaseException:  # not HTTP, or the caller gave up: this connection's state is unknown
                 conn.close()
                 raise
-        no_body = method == "HEAD" or status in NO_BODY_STATUSES or 100 <= status < 200
+        no_body = bodyless(method, status)
         length = 0 if no_body else _content_length(response_headers)
         reusable = response_headers.get("Connection", "").lower() != "close"
         if no_body or length is not None:
