@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 
+import aiohttp
 import pytest
 from aiohttp import web
 
@@ -178,3 +179,34 @@ async def test_stopping_closes_idle_fast_connections(aiohttp_client, backend, tm
     await asyncio.wait_for(proxy.close(), 10)
     assert await asyncio.wait_for(reader.read(), 5) == b""
     writer.close()
+
+
+async def test_a_backend_that_drops_its_answer_gives_502_or_a_cut_connection(aiohttp_client, tmp_path):
+    async def drop_after_ten_bytes(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        head = await reader.readuntil(b"\r\n\r\n")
+        length = 100_000 if b" /big" in head.split(b"\r\n")[0] else 100
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: %d\r\n\r\n0123456789" % length)
+        await writer.drain()
+        writer.close()
+
+    upstream = await asyncio.start_server(drop_after_ten_bytes, "127.0.0.1", 0)
+    port = upstream.sockets[0].getsockname()[1]
+    try:
+        proxy = await serve_proxy(aiohttp_client, tmp_path, f"http://127.0.0.1:{port}")
+        headers = {"x-session-id": SID}
+        resp = await proxy.get("/small", headers=headers)  # the fast path
+        assert resp.status == 502 and (await resp.json())["error"]["message"].endswith("it dropped its answer")
+        reader, writer = await asyncio.open_connection(proxy.host, proxy.port)
+        writer.write(f"GET /sm%61ll HTTP/1.1\r\nHost: x\r\nx-session-id: {SID}\r\n\r\n".encode())  # percent-encoded: aiohttp's
+        status, _, body = await read_answer(reader)
+        writer.close()
+        assert status == 502 and json.loads(body)["error"]["message"].endswith("it dropped its answer")
+        assert relayed(proxy) == 1
+        resp = await proxy.get("/big", headers=headers)  # too large to read first: its head is already out
+        assert resp.status == 200 and resp.headers["Content-Length"] == "100000"
+        with pytest.raises(aiohttp.ClientPayloadError):
+            await resp.read()
+        assert (await proxy.get("/small", headers=headers)).status == 502  # and the proxy still serves
+    finally:
+        upstream.close()
+        await upstream.wait_closed()
