@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Sequence
 
 from jinja2.sandbox import ImmutableSandboxedEnvironment
@@ -11,6 +12,12 @@ FALLBACK_TEMPLATE = (
     "{% for message in messages %}<|im_start|>{{ message['role'] }}\n{{ message['content'] }}<|im_end|>\n{% endfor %}"
     "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
 )
+
+
+# Each message's content goes through the template as a marker, so the rendered prompt can be
+# cut back into the template's own text and the messages' text (see render_parts).
+_CONTENT_MARKER = "\ue000{}\ue001"
+_CONTENT_SPLIT = re.compile("\ue000(\\d+)\ue001")
 
 
 def _raise(message: str) -> None:
@@ -26,6 +33,17 @@ class ChatTemplate:
         self._eos = eos_token
 
     def render(self, messages: Sequence[dict[str, str]]) -> str:
-        return self._template.render(
-            messages=list(messages), add_generation_prompt=True, bos_token=self._bos, eos_token=self._eos
-        )
+        return "".join(text for text, _ in self.render_parts(messages))
+
+    def render_parts(self, messages: Sequence[dict[str, str]]) -> list[tuple[str, bool]]:
+        """The prompt as (text, is_message_content) pieces. Only the template's own pieces may
+        hold control tokens: a message that contains `<|im_start|>system` must stay text."""
+        marked = [{**message, "content": _CONTENT_MARKER.format(i)} for i, message in enumerate(messages)]
+        rendered = self._template.render(messages=marked, add_generation_prompt=True, bos_token=self._bos, eos_token=self._eos)
+        parts = []
+        for i, piece in enumerate(_CONTENT_SPLIT.split(rendered)):
+            if i % 2:
+                parts.append((messages[int(piece)]["content"], True))
+            elif piece:
+                parts.append((piece, False))
+        return parts

@@ -20,9 +20,8 @@ class HistoryWindow:
     the conversation outgrows the context again.
     """
 
-    def __init__(self, render: Callable[[Messages], str], tokenize: Callable[[str], list[int]], refill: float = 0.5) -> None:
-        self.render = render
-        self.tokenize = tokenize
+    def __init__(self, prompt: Callable[[Messages], tuple[str, list[int]]], refill: float = 0.5) -> None:
+        self.prompt = prompt
         self.refill = refill
         self._cuts: dict[str, int] = {}
 
@@ -35,8 +34,7 @@ class HistoryWindow:
             cut = 0
         limit = budget
         while True:
-            text = self.render(system + history[cut:])
-            tokens = self.tokenize(text)
+            text, tokens = self.prompt(system + history[cut:])
             if len(tokens) <= limit or (len(tokens) <= budget and len(history) - cut <= 1):
                 break
             if len(history) - cut <= 1:

@@ -9,8 +9,13 @@ def words(messages):
     return " ".join(f"{m['role']}: {m['content']}" for m in messages)
 
 
+def prompt(messages):
+    text = words(messages)
+    return text, text.split()
+
+
 def window():
-    return HistoryWindow(words, str.split)
+    return HistoryWindow(prompt)
 
 
 def conversation(turns, system=True):
