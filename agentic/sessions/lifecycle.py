@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import shutil
 from pathlib import Path
 from typing import Awaitable, Callable
 
@@ -35,9 +34,6 @@ class SessionManager:
         """Run `hook(session_id)` whenever a session is deleted or expires."""
         self._removal_hooks.append(hook)
 
-    def upload_dir(self, session_id: str) -> Path:
-        return self.uploads_dir / f"session_{session_id}"
-
     def is_expired(self, record: SessionRecord) -> bool:
         return record.expires_at(self.timeout_s) <= now()
 
@@ -59,7 +55,6 @@ class SessionManager:
         record = await self.store.delete(session_id, expired=expired)
         if record is None:
             return False
-        await asyncio.to_thread(shutil.rmtree, self.upload_dir(session_id), True)
         for hook in self._removal_hooks:
             try:
                 await hook(session_id)
@@ -79,11 +74,7 @@ class SessionManager:
         return len(expired)
 
     def _remove_orphans(self, live: set[str]) -> None:
-        """Upload folders and saved model state whose session is gone (e.g. a crash mid-delete)."""
-        if self.uploads_dir.is_dir():
-            for folder in self.uploads_dir.iterdir():
-                if folder.name.startswith("session_") and folder.name.removeprefix("session_") not in live:
-                    shutil.rmtree(folder, ignore_errors=True)
+        """Saved model state whose session is gone (e.g. a crash mid-delete)."""
         if self.kv_dir.is_dir():
             for state in self.kv_dir.glob("*.kv"):
                 if state.stem not in live:

@@ -1,28 +1,101 @@
-"""Text extraction, run in a separate process with page, size and time caps.
+"""Text extraction: runs in a worker process (see workers.py), one process per job.
 
-Functions here run in a worker process: a hostile document can use up its own CPU and
-memory, never the server's event loop, and is killed when its time is up.
+A hostile document can use up its worker's CPU and memory, never the server's: the worker
+has an address-space limit, and Office files are checked for zip bombs before a library
+opens them.
 """
 
 from __future__ import annotations
 
-import asyncio
 import csv
 import io
 import json
-import logging
-import multiprocessing
 import os
+import resource
+import select
 import threading
-import time
-from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from multiprocessing.connection import Connection
 from pathlib import Path
 
-log = logging.getLogger("agentic.uploads")
+from agentic.uploads.archives import ArchiveCaps, ArchiveRefused, check_archive
+
+ARCHIVE_FAMILIES = frozenset({"xlsx", "pptx", "docx"})
 
 
-class ExtractionFailed(Exception):
-    pass
+@dataclass(frozen=True)
+class Job:
+    path: str
+    family: str
+    out_path: str
+    max_chars: int
+    max_pages: int
+    memory_bytes: int
+    caps: ArchiveCaps
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What a worker reports: "ok" (text written to out_path), "refused" or "failed"."""
+
+    kind: str
+    detail: str
+    chars: int
+    peak_rss_bytes: int
+
+
+def run_job(job: Job, results: Connection) -> None:
+    """The worker's entry point: read one file, write its text, report how it went."""
+    exit_with_server(results)
+    _limit_address_space(job.memory_bytes)
+    results.send(_outcome(job))
+    results.close()
+
+
+def _limit_address_space(limit: int) -> None:
+    _, hard = resource.getrlimit(resource.RLIMIT_AS)
+    if hard != resource.RLIM_INFINITY:  # a limit already set around the server is never raised
+        limit = min(limit, hard)
+    resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+
+
+def _outcome(job: Job) -> Outcome:
+    try:
+        if job.family in ARCHIVE_FAMILIES:
+            check_archive(Path(job.path), job.caps)
+        text = extract_text(job.path, job.family, job.max_chars, job.max_pages)
+        text = text if text.strip() else ""
+        with open(job.out_path, "w", encoding="utf-8", errors="replace") as out:
+            out.write(text)
+    except ArchiveRefused as exc:
+        return Outcome("refused", str(exc), 0, peak_rss(os.getpid()))
+    except Exception as exc:  # the library's own error, e.g. a malformed PDF
+        return Outcome("failed", _failure(exc, job.memory_bytes), 0, peak_rss(os.getpid()))
+    return Outcome("ok", "", len(text), peak_rss(os.getpid()))
+
+
+def _failure(exc: Exception, memory_bytes: int) -> str:
+    # Libraries report a failed allocation in their own words (lxml: "unknown error"), so a
+    # failure near the address-space limit is taken for what it most likely is.
+    if isinstance(exc, MemoryError) or _status_bytes(os.getpid(), "VmPeak") > memory_bytes * 3 // 4:
+        return f"reading it needs more than the {memory_bytes // 2**20} MiB of memory a worker may use"
+    return f"could not read the file: {type(exc).__name__}: {exc}"[:300]
+
+
+def peak_rss(pid: int) -> int:
+    """The process's resident-memory high-water mark (VmHWM) in bytes, 0 when it is gone."""
+    return _status_bytes(pid, "VmHWM")
+
+
+def _status_bytes(pid: int, field: str) -> int:
+    try:
+        with open(f"/proc/{pid}/status") as status:
+            for line in status:
+                if line.startswith(f"{field}:"):
+                    return int(line.split()[1]) * 1024
+    except (FileNotFoundError, ProcessLookupError):
+        pass
+    return 0
 
 
 def extract_text(path: str, family: str, max_chars: int, max_pages: int) -> str:
@@ -97,54 +170,14 @@ def _docx(path: Path, max_chars: int, max_pages: int) -> str:
     return "\n".join(p.text for p in Document(str(path)).paragraphs if p.text.strip())
 
 
-def exit_with_parent(parent_pid: int, poll_s: float = 1.0) -> None:
-    """Runs in the worker: end it when the server is gone (a kill -9 gives the pool no chance to)."""
+def exit_with_server(results: Connection) -> None:
+    """End the worker when the server is gone, kill -9 included: the server holds the reading
+    end of the result pipe, and the kernel flags the writing end once no reader is left.
+    (The worker's parent is the fork server, which outlives the server while a worker runs.)"""
     def watch() -> None:
-        while os.getppid() == parent_pid:
-            time.sleep(poll_s)
+        watcher = select.poll()
+        watcher.register(results.fileno(), select.POLLERR | select.POLLHUP)
+        watcher.poll()
         os._exit(0)
 
-    threading.Thread(target=watch, name="parent-watch", daemon=True).start()
-
-
-class Extractor:
-    """A one-process pool; a job past its time limit kills the worker and a fresh one starts."""
-
-    def __init__(self, timeout_s: float, max_chars: int, max_pages: int) -> None:
-        self.timeout_s = timeout_s
-        self.max_chars = max_chars
-        self.max_pages = max_pages
-        self._pool: ProcessPoolExecutor | None = None
-
-    def _executor(self) -> ProcessPoolExecutor:
-        if self._pool is None:
-            # spawn: forking a process that runs the inference thread is unsafe
-            self._pool = ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn"),
-                                             initializer=exit_with_parent, initargs=(os.getpid(),))
-        return self._pool
-
-    async def extract(self, path: Path, family: str) -> str:
-        loop = asyncio.get_running_loop()
-        future = loop.run_in_executor(self._executor(), extract_text, str(path), family, self.max_chars, self.max_pages)
-        try:
-            return await asyncio.wait_for(future, self.timeout_s)
-        except asyncio.TimeoutError:
-            self._kill()
-            raise ExtractionFailed(f"text extraction took longer than {self.timeout_s:g} s") from None
-        except Exception as exc:  # the worker's own error, e.g. a malformed PDF
-            if "BrokenProcessPool" in type(exc).__name__:
-                self._kill()
-            raise ExtractionFailed(f"could not read the file: {type(exc).__name__}: {exc}"[:300]) from None
-
-    def _kill(self) -> None:
-        pool, self._pool = self._pool, None
-        if pool is None:
-            return
-        for process in list(getattr(pool, "_processes", {}).values()):
-            process.kill()
-        pool.shutdown(wait=False, cancel_futures=True)
-
-    def close(self) -> None:
-        pool, self._pool = self._pool, None
-        if pool is not None:
-            pool.shutdown(wait=True, cancel_futures=True)
+    threading.Thread(target=watch, name="server-watch", daemon=True).start()

@@ -1,10 +1,15 @@
-"""Receives uploads into data/uploads/session_<uuid>/, streamed to disk, checked, extracted."""
+"""Receives uploads into data/uploads/session_<uuid>/, streamed to disk, checked, extracted.
+
+Uploads own their files and the text read from them (folders.py): both go with the file,
+with the session, and on expiry.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import hashlib
 import logging
+import time
 import uuid
 from pathlib import Path
 from typing import Any, Awaitable, Callable
@@ -17,10 +22,11 @@ from agentic.api.errors import ApiError
 from agentic.config import UploadSettings
 from agentic.sessions.lifecycle import SessionManager
 from agentic.sessions.models import FileRecord, SessionRecord, now
-from agentic.uploads.extract import ExtractionFailed, Extractor
+from agentic.uploads.folders import UploadFolders
 from agentic.uploads.names import inside, sanitize_filename, unique_name
 from agentic.uploads.passages import best_passages
 from agentic.uploads.types import FileKind, classify
+from agentic.uploads.workers import ExtractionFailed, ExtractionRefused, Extractor
 
 log = logging.getLogger("agentic.uploads")
 
@@ -29,20 +35,26 @@ SNIFF_BYTES = 8192
 
 
 class UploadService:
-    def __init__(self, settings: UploadSettings, sessions: SessionManager, text_dir: Path) -> None:
+    def __init__(self, settings: UploadSettings, sessions: SessionManager, uploads_dir: Path, text_dir: Path) -> None:
         self.settings = settings
-        self.sessions = sessions
         self.store = sessions.store
-        self.text_dir = text_dir
-        self.extractor = Extractor(settings.extract_timeout_s, settings.max_extracted_chars, settings.max_pdf_pages)
+        self.folders = UploadFolders(uploads_dir, text_dir)
+        self.extractor = Extractor(settings)
         self.on_change: Callable[[SessionRecord], Awaitable[None]] | None = None
+
+    async def start(self) -> None:
+        """Before the server takes requests: sweep what no live session owns."""
+        await asyncio.to_thread(self.folders.sweep, list(self.store.records()))
+
+    async def session_removed(self, session_id: str) -> None:
+        await asyncio.to_thread(self.folders.remove_session, session_id)
 
     def close(self) -> None:
         self.extractor.close()
 
     # -- receiving ---------------------------------------------------------------
     async def receive(self, record: SessionRecord, reader: MultipartReader) -> list[FileRecord]:
-        folder = self.sessions.upload_dir(record.session_id)
+        folder = self.folders.files(record.session_id)
         await aiofiles.os.makedirs(folder, exist_ok=True)
         received: list[FileRecord] = []
         try:
@@ -71,13 +83,16 @@ class UploadService:
             raise ApiError(415, "file_type_refused", f"{name!r}: this file type is not accepted (text, source code, csv, json, pdf, xlsx, pptx, docx are)")
         room = self.settings.max_session_bytes - sum(f.size for f in record.files.values()) - sum(f.size for f in received)
         limit = min(self.settings.max_file_bytes, room)
-        tmp = folder / f".incoming-{uuid.uuid4().hex}"
+        tmp = folder / f".incoming-{uuid.uuid4().hex}{Path(name).suffix}"  # libraries go by the extension
         size, digest = await self._write(part, head, tmp, limit, name)
         final = unique_name(name, set(record.files) | {f.name for f in received})
-        path = inside(folder, final)
-        await aiofiles.os.replace(tmp, path)
         file = FileRecord(final, size, kind.content_type, now(), sha256=digest)
-        await self._extract(file, path, kind)
+        try:
+            await self._extract(record.session_id, file, tmp, kind)
+            await aiofiles.os.replace(tmp, inside(folder, final))
+        except BaseException:
+            await asyncio.to_thread(tmp.unlink, True)
+            raise
         await self.store.add_file(record, file)
         log.info("file stored: %s (%d bytes, %d chars)", final, size, file.extracted_chars)
         return file
@@ -105,27 +120,39 @@ class UploadService:
             return f"{name!r}: the session's upload space is full ({self.settings.max_session_bytes} bytes in all)"
         return f"{name!r} is larger than {self.settings.max_file_bytes} bytes"
 
-    async def _extract(self, file: FileRecord, path: Path, kind: FileKind) -> None:
-        """Text of the file, cached by content hash so the same document is read once."""
-        cached = self.text_dir / f"{file.sha256}.txt"
-        if await aiofiles.os.path.exists(cached):
-            text = await self._read_text(file)
+    async def _extract(self, session_id: str, file: FileRecord, path: Path, kind: FileKind) -> None:
+        """Text of the file; the same content uploaded again to the session is read once."""
+        if await aiofiles.os.path.exists(self.folders.text(session_id, file.sha256)):
+            file.extracted_chars = len(await self._read_text(session_id, file))
         else:
             try:
-                text = await self.extractor.extract(path, kind.family)
+                file.extracted_chars = await self._extract_new(session_id, file, path, kind)
+            except ExtractionRefused as exc:
+                raise ApiError(413, "archive_too_large", f"{file.name!r} was refused as a zip bomb: {exc}") from None
             except ExtractionFailed as exc:
                 file.status, file.note = "unreadable", str(exc)
                 return
-            await aiofiles.os.makedirs(self.text_dir, exist_ok=True)
-            async with aiofiles.open(cached, "w", encoding="utf-8") as out:
-                await out.write(text)
-        file.extracted_chars = len(text)
-        if not text.strip():
+        if not file.extracted_chars:
             file.note = "no text found in this file"
 
-    async def _read_text(self, file: FileRecord) -> str:
+    async def _extract_new(self, session_id: str, file: FileRecord, path: Path, kind: FileKind) -> int:
+        pending = self.folders.pending_text(session_id)
+        await aiofiles.os.makedirs(pending.parent, exist_ok=True)
+        started = time.monotonic()
         try:
-            async with aiofiles.open(self.text_dir / f"{file.sha256}.txt", encoding="utf-8") as f:
+            extraction = await self.extractor.extract(session_id, path, kind.family, pending)
+            await aiofiles.os.replace(pending, self.folders.text(session_id, file.sha256))
+        except ExtractionFailed as exc:
+            _log_extraction(file, time.monotonic() - started, exc.peak_rss_bytes, str(exc))
+            raise
+        finally:
+            await asyncio.to_thread(pending.unlink, True)
+        _log_extraction(file, time.monotonic() - started, extraction.peak_rss_bytes, "done")
+        return extraction.chars
+
+    async def _read_text(self, session_id: str, file: FileRecord) -> str:
+        try:
+            async with aiofiles.open(self.folders.text(session_id, file.sha256), encoding="utf-8") as f:
                 return await f.read()
         except FileNotFoundError:
             return ""
@@ -135,7 +162,7 @@ class UploadService:
         file = record.files.get(name)
         if file is None:
             raise ApiError(404, "file_not_found", "no such file in this session")
-        return file, inside(self.sessions.upload_dir(record.session_id), file.name)
+        return file, inside(self.folders.files(record.session_id), file.name)
 
     async def delete(self, record: SessionRecord, name: str) -> None:
         self.path_of(record, name)
@@ -143,9 +170,12 @@ class UploadService:
         await self._changed(record)
 
     async def _remove(self, record: SessionRecord, name: str) -> None:
-        path = inside(self.sessions.upload_dir(record.session_id), name)
+        path = inside(self.folders.files(record.session_id), name)
+        file = record.files.get(name)
         await self.store.remove_file(record, name)
         await asyncio.to_thread(path.unlink, True)
+        if file is not None and all(other.sha256 != file.sha256 for other in record.files.values()):
+            await asyncio.to_thread(self.folders.text(record.session_id, file.sha256).unlink, True)
 
     async def _changed(self, record: SessionRecord) -> None:
         if self.on_change is not None:
@@ -154,7 +184,7 @@ class UploadService:
     # -- the assistant's view -----------------------------------------------------------------
     async def context_for(self, record: SessionRecord, question: str) -> tuple[str, list[dict[str, Any]]]:
         """Text of the session's files for the prompt, within budget, and which parts were used."""
-        texts = {f.name: await self._read_text(f) for f in record.files.values() if f.extracted_chars}
+        texts = {f.name: await self._read_text(record.session_id, f) for f in record.files.values() if f.extracted_chars}
         texts = {name: text for name, text in texts.items() if text.strip()}
         if not texts:
             return "", []
@@ -168,6 +198,11 @@ class UploadService:
             sources = _group_sources(passages)
         intro = "The user shared these files. Answer from them when the question is about them."
         return intro + "\n\n" + "\n\n".join(sections), sources
+
+
+def _log_extraction(file: FileRecord, seconds: float, peak_rss_bytes: int, result: str) -> None:
+    log.info("text extraction of %s: %s (%.2f s, worker peak RSS %d MiB)", file.name, result, seconds, peak_rss_bytes // 2**20,
+             extra={"worker_peak_rss_bytes": peak_rss_bytes, "extract_seconds": seconds})
 
 
 def _group_sources(passages: list) -> list[dict[str, Any]]:

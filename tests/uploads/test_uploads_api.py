@@ -160,14 +160,6 @@ async def test_delete_file_and_session_removes_files(client, settings):
     assert not folder.exists()
 
 
-async def test_same_content_is_extracted_once(client, settings):
-    a = (await new_session(client))["session_id"]
-    b = (await new_session(client))["session_id"]
-    await upload(client, a, ("one.txt", b"shared content"))
-    await upload(client, b, ("two.txt", b"shared content"))
-    assert len(list((settings.data_dir / "extracted").iterdir())) == 1
-
-
 async def test_file_frames_keep_tabs_in_sync(client):
     sid = (await new_session(client))["session_id"]
     ws = await client.ws_connect("/ws", params={"session_id": sid})
