@@ -16,7 +16,7 @@ from aiohttp import WSCloseCode, web
 
 from agentic import keys
 from agentic.api import files, health, messages, page, sessions, ws
-from agentic.api.errors import error_middleware
+from agentic.api.limits import CreateLimits
 from agentic.api.metrics import Metrics, metrics_middleware
 from agentic.chat.service import ChatService
 from agentic.config import Settings
@@ -25,6 +25,8 @@ from agentic.logs import session_id_var
 from agentic.sessions.lifecycle import SessionManager
 from agentic.sessions.store import SessionStore
 from agentic.uploads.storage import UploadService
+from agentic.web.errors import error_middleware
+from agentic.web.guard import allowed_host_names, host_guard, origin_guard
 
 log = logging.getLogger("agentic.app")
 
@@ -41,13 +43,20 @@ async def session_log_context(request: web.Request, handler):
 
 def create_app(settings: Settings) -> web.Application:
     app = web.Application(
-        middlewares=[error_middleware, metrics_middleware, session_log_context],
+        middlewares=[
+            error_middleware,
+            metrics_middleware,
+            host_guard(allowed_host_names(settings.host, settings.allowed_hosts)),
+            origin_guard(settings.allowed_origins),
+            session_log_context,
+        ],
         client_max_size=settings.max_body_bytes,
     )
     app[keys.settings_key] = settings
     app[keys.metrics_key] = Metrics()
     app[keys.websockets_key] = weakref.WeakSet()
     app[keys.started_at_key] = time.monotonic()
+    app[keys.create_limits_key] = CreateLimits.from_rate(settings.session_create_rate, settings.session_create_burst)
     setup_templates(app)
     for module in (health, sessions, messages, files, ws, page):
         app.router.add_routes(module.routes)
@@ -66,7 +75,7 @@ async def store_ctx(app: web.Application) -> AsyncIterator[None]:
     store = SessionStore(settings.db_path)
     await store.open()
     app[keys.store_key] = store
-    app[keys.sessions_key] = SessionManager(store, settings.uploads_dir, settings.kv_dir, settings.session_timeout_s, app[keys.metrics_key])
+    app[keys.sessions_key] = SessionManager(store, settings.uploads_dir, settings.kv_dir, settings.session_timeout_s, app[keys.metrics_key], settings.max_sessions)
     yield
     await store.close()
 

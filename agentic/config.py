@@ -68,6 +68,10 @@ class Settings:
     cleanup_interval_s: float = 30.0
     admin_token: str | None = None
     allowed_origins: tuple[str, ...] = ()
+    allowed_hosts: tuple[str, ...] = ()
+    session_create_rate: float = 120.0
+    session_create_burst: int = 60
+    max_sessions: int = 10_000
     max_message_chars: int = 32_000
     max_body_bytes: int = 1024 * 1024
     log_json: bool = True
@@ -104,6 +108,7 @@ class ClientSettings:
     data_dir: Path = Path("data")
     cookie_key: str | None = None
     main_port: int = 8000
+    allowed_hosts: tuple[str, ...] = ()
 
     @property
     def proxy_port(self) -> int:
@@ -131,6 +136,10 @@ def _env_int(env: Mapping[str, str], name: str, default: int) -> int:
     return int(_env_float(env, name, default))
 
 
+def _env_list(env: Mapping[str, str], name: str) -> tuple[str, ...]:
+    return tuple(item.strip().rstrip("/") for item in env.get(name, "").split(",") if item.strip())
+
+
 def settings_from_env(env: Mapping[str, str] | None = None) -> Settings:
     env = os.environ if env is None else env
     model = env.get("MODEL_PATH")
@@ -141,7 +150,6 @@ def settings_from_env(env: Mapping[str, str] | None = None) -> Settings:
         ctx_per_session=_env_int(env, "CTX_PER_SESSION", 2048),
         max_queue=_env_int(env, "MAX_QUEUE", 64),
     )
-    origins = tuple(o.strip().rstrip("/") for o in env.get("ALLOWED_ORIGINS", "").split(",") if o.strip())
     return Settings(
         host=env.get("HOST", "127.0.0.1"),
         port=_env_int(env, "PORT", 8000),
@@ -149,7 +157,11 @@ def settings_from_env(env: Mapping[str, str] | None = None) -> Settings:
         session_timeout_min=_env_float(env, "SESSION_TIMEOUT", 60.0),
         cleanup_interval_s=_env_float(env, "CLEANUP_INTERVAL", 30.0),
         admin_token=env.get("ADMIN_TOKEN") or None,
-        allowed_origins=origins,
+        allowed_origins=_env_list(env, "ALLOWED_ORIGINS"),
+        allowed_hosts=_env_list(env, "ALLOWED_HOSTS"),
+        session_create_rate=_env_float(env, "SESSION_CREATE_RATE", 120.0),
+        session_create_burst=_env_int(env, "SESSION_CREATE_BURST", 60),
+        max_sessions=_env_int(env, "MAX_SESSIONS", 10_000),
         log_json=env.get("LOG_FORMAT", "json") == "json",
         engine=engine,
         uploads=_upload_settings(env),
@@ -176,4 +188,5 @@ def client_settings_from_env(number: int, env: Mapping[str, str] | None = None) 
         host=env.get("HOST", "127.0.0.1"),
         data_dir=Path(env.get("DATA_DIR", "data")),
         cookie_key=env.get("COOKIE_KEY") or None,
+        allowed_hosts=_env_list(env, "ALLOWED_HOSTS"),
     )

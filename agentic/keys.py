@@ -7,6 +7,8 @@ from typing import TYPE_CHECKING
 
 from aiohttp import web
 
+from agentic.api.limits import CreateLimits
+
 if TYPE_CHECKING:
     from agentic.api.metrics import Metrics
     from agentic.chat.service import ChatService
@@ -25,3 +27,4 @@ uploads_key = web.AppKey("uploads", "UploadService")
 metrics_key = web.AppKey("metrics", "Metrics")
 websockets_key = web.AppKey("websockets", weakref.WeakSet[web.WebSocketResponse])
 started_at_key = web.AppKey("started_at", float)
+create_limits_key = web.AppKey("create_limits", CreateLimits)

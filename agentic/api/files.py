@@ -4,13 +4,16 @@ from __future__ import annotations
 
 from urllib.parse import quote
 
-from aiohttp import web
+from aiohttp import hdrs, web
+from aiohttp.helpers import parse_mimetype
 
 from agentic import keys
-from agentic.api.errors import ApiError
+from agentic.web.errors import ApiError
 from agentic.api.requests import live_session
 
 routes = web.RouteTableDef()
+
+MAX_BOUNDARY_CHARS = 70  # RFC 2046
 
 
 @routes.post("/sessions/{session_id}/files", name="files_upload")
@@ -22,6 +25,9 @@ async def upload_files(request: web.Request) -> web.Response:
     limit = uploads.settings.max_file_bytes * uploads.settings.max_files_per_upload
     if request.content_length is not None and request.content_length > limit + 1024 * 1024:
         raise ApiError(413, "upload_too_large", f"an upload carries at most {limit} bytes")
+    boundary = parse_mimetype(request.headers[hdrs.CONTENT_TYPE]).parameters.get("boundary", "")
+    if not 0 < len(boundary) <= MAX_BOUNDARY_CHARS:
+        raise ApiError(400, "invalid_multipart", f"a multipart upload needs a boundary of 1 to {MAX_BOUNDARY_CHARS} characters")
     files = await uploads.receive(record, await request.multipart())
     return web.json_response({"files": [f.to_json() for f in files]}, status=201)
 

@@ -9,7 +9,7 @@ from typing import Any
 from aiohttp import web
 
 from agentic import keys
-from agentic.api.errors import ApiError
+from agentic.web.errors import ApiError
 from agentic.api.requests import int_field, live_session, read_json_object
 from agentic.chat.subscribers import Subscriber
 

@@ -22,7 +22,7 @@ def _json(schema: dict[str, Any], description: str = "OK") -> dict[str, Any]:
 
 
 def _errors(*statuses: int) -> dict[str, Any]:
-    return {str(s): _json(_ref("Error"), "Error") for s in statuses}
+    return {str(s): ERROR_ANSWERS.get(s) or _json(_ref("Error"), "Error") for s in statuses}
 
 
 def _obj(props: dict[str, Any], required: tuple[str, ...] = ()) -> dict[str, Any]:
@@ -41,7 +41,8 @@ SCHEMAS: dict[str, Any] = {
                      "ignore_eos": {"type": "boolean", "description": "never stop before max_tokens (fixed-length replies, benchmarks)"}}),
     "File": {"type": "object", "properties": {"name": STR, "size": INT, "content_type": STR, "uploaded_at": TIME, "extracted_chars": INT, "status": {"enum": ["ok", "unreadable"]}, "note": STR}},
     "SessionSummary": {"type": "object", "properties": {
-        "session_id": STR, "client_id": {"type": ["string", "null"]}, "title": STR, "created_at": TIME,
+        "session_id": STR, "client_id": {"type": ["string", "null"]},
+        "title": {"type": ["string", "null"], "description": "null in listings, except for the caller's own session or with the admin token"}, "created_at": TIME,
         "last_activity": TIME, "expires_at": TIME, "message_count": INT}},
     "Session": {"allOf": [_ref("SessionSummary"), {"type": "object", "properties": {
         "files": {"type": "array", "items": _ref("File")}, "system_prompt": STR, "settings": _ref("Settings")}}]},
@@ -56,12 +57,20 @@ SCHEMAS: dict[str, Any] = {
     "Health": {"type": "object", "properties": {"status": {"enum": ["ok", "loading", "error"]}, "model": STR, "gpu_offload": BOOL, "sessions": INT, "uptime_s": NUM, "engine": {"type": "object"}}},
 }
 
+ERROR_ANSWERS: dict[int, dict[str, Any]] = {
+    403: _json(_ref("Error"), "`origin_refused`: a state-changing request from a page whose Origin is neither this server nor in ALLOWED_ORIGINS; "
+                              "`session_mismatch`: x-session-id and the path disagree"),
+    421: _json(_ref("Error"), "`host_not_allowed`: the Host header names neither this server (loopback, an IP address, the bound address) nor ALLOWED_HOSTS"),
+    429: {**_json(_ref("Error"), "`rate_limited` (with Retry-After), `too_many_sessions` (MAX_SESSIONS reached) or `busy`"),
+          "headers": {"Retry-After": {"description": "seconds to wait, on `rate_limited`", "schema": INT}}},
+}
+
 SESSION_BODY = _obj({"client_id": STR, "system_prompt": STR, "title": STR, "settings": _ref("Settings")})
 MESSAGE_BODY = _obj({"content": STR, "max_tokens": INT, "stream": BOOL}, required=("content",))
 
 
 def _op(summary: str, responses: dict[str, Any], params: list | None = None, body: dict | None = None, description: str = "") -> dict[str, Any]:
-    op: dict[str, Any] = {"summary": summary, "responses": responses}
+    op: dict[str, Any] = {"summary": summary, "responses": {**responses, **_errors(421)}}
     if description:
         op["description"] = description
     if params:
@@ -72,6 +81,8 @@ def _op(summary: str, responses: dict[str, Any], params: list | None = None, bod
 
 
 S = [SID, SESSION_HEADER]
+CLIENT_HEADER = {"name": "x-client-id", "in": "header", "required": False, "schema": STR,
+                 "description": "Set by the client proxies; recorded on sessions created without a body client_id."}
 
 
 def JSON_BODY(schema: dict[str, Any], required: bool = True) -> dict[str, Any]:
@@ -85,11 +96,17 @@ PATHS: dict[str, dict[str, Any]] = {
     "/openapi.json": {"get": _op("This document", {"200": {"description": "OpenAPI 3 JSON"}})},
     "/metrics": {"get": _op("Prometheus metrics", {"200": {"description": "Prometheus text format"}})},
     "/sessions": {
-        "post": _op("Create a session", {"201": _json(_ref("Session")), **_errors(400, 413, 422)}, body=JSON_BODY(SESSION_BODY, False)),
-        "get": _op("List sessions with stats", {"200": _json({"type": "object", "properties": {
-            "session_id": {"type": ["string", "null"]}, "admin": BOOL, "sessions": {"type": "array", "items": _ref("SessionSummary")}, "stats": _ref("Stats")}})},
-            params=[SESSION_HEADER, {"name": "Authorization", "in": "header", "schema": STR, "description": "Bearer ADMIN_TOKEN shows full ids"}],
-            description="Ids of other sessions are truncated to 8 characters unless the admin token is presented."),
+        "post": _op("Create a session", {"201": _json(_ref("Session")), **_errors(400, 403, 413, 422, 429)}, [CLIENT_HEADER], JSON_BODY(SESSION_BODY, False),
+                    description="Rate limited per caller (address and x-client-id): SESSION_CREATE_RATE a minute, bursts of SESSION_CREATE_BURST; "
+                                "at most MAX_SESSIONS sessions in all."),
+        "get": _op("List sessions with stats, newest activity first", {"200": _json({"type": "object", "properties": {
+            "session_id": {"type": ["string", "null"]}, "admin": BOOL, "sessions": {"type": "array", "items": _ref("SessionSummary")},
+            "next_cursor": {"type": ["string", "null"], "description": "pass as `cursor` for the next page; null on the last page"},
+            "stats": _ref("Stats")}}), **_errors(400)},
+            params=[SESSION_HEADER, {"name": "Authorization", "in": "header", "schema": STR, "description": "Bearer ADMIN_TOKEN shows full ids and titles"},
+                    {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 1000, "default": 100}},
+                    {"name": "cursor", "in": "query", "schema": STR, "description": "`next_cursor` of the previous page"}],
+            description="Ids of other sessions are truncated to 8 characters and their titles are null unless the admin token is presented."),
     },
     "/sessions/{session_id}": {
         "get": _op("Get a session", {"200": _json(_ref("Session")), **_errors(400, 403, 404)}, S),
@@ -118,12 +135,14 @@ PATHS: dict[str, dict[str, Any]] = {
         "get": _op("Download a file, as an attachment", {"200": {"description": "The file"}, **_errors(400, 403, 404)}, S + [FILE_NAME]),
         "delete": _op("Delete a file", {"200": _json(_obj({"deleted": STR})), **_errors(400, 403, 404)}, S + [FILE_NAME]),
     },
-    "/ws": {"get": _op("WebSocket chat", {"101": {"description": "Switching protocols"}, **_errors(403)},
+    "/ws": {"get": _op("WebSocket chat", {"101": {"description": "Switching protocols"}, **_errors(400, 403, 429)},
                        [{"name": "session_id", "in": "query", "schema": {"type": "string", "format": "uuid"}},
                         {"name": "resume", "in": "query", "schema": STR, "description": "<message_id>:<seq> of the last frame received"}],
                        description=("Frames in: chat {content, id?, max_tokens?}, stop, ping. Frames out: session (first), start, token, "
                                     "done, error, queued, pong, files, session_closed. Turn frames carry message_id and seq. "
-                                    "Close codes: 4404 unknown/expired session, 4400 malformed id, 1013 reader too slow."))},
+                                    "Close codes: 4404 unknown/expired session, 4400 malformed id, 1013 reader too slow or no session could be "
+                                    "created (after an error frame), 1011 internal error (after an error frame). Opening without a session "
+                                    "creates one, under the same limits as POST /sessions (429 before the upgrade)."))},
 }
 
 

@@ -9,10 +9,12 @@ from typing import Any
 from aiohttp import web
 
 from agentic import keys
-from agentic.api.errors import ApiError
 from agentic.logs import session_id_var
 from agentic.sessions.ids import parse_session_id
 from agentic.sessions.models import SessionRecord
+from agentic.web.errors import ApiError
+
+MAX_CLIENT_ID_CHARS = 100
 
 
 async def read_json_object(request: web.Request, allowed: set[str], required: set[str] = frozenset(), optional_body: bool = False) -> dict[str, Any]:
@@ -22,10 +24,7 @@ async def read_json_object(request: web.Request, allowed: set[str], required: se
         if optional_body:
             return {}
         raise ApiError(400, "invalid_json", "request body must be a JSON object")
-    try:
-        body = json.loads(raw)
-    except (ValueError, UnicodeDecodeError):
-        raise ApiError(400, "invalid_json", "request body is not valid JSON") from None
+    body = parse_json(raw)
     if not isinstance(body, dict):
         raise ApiError(400, "invalid_json", "request body must be a JSON object")
     unknown = set(body) - allowed
@@ -35,6 +34,19 @@ async def read_json_object(request: web.Request, allowed: set[str], required: se
     if missing:
         raise ApiError(422, "invalid_field", f"missing field(s): {', '.join(sorted(missing))}")
     return body
+
+
+def parse_json(raw: str | bytes) -> Any:
+    """JSON text as a value whose strings are all valid Unicode; anything else, too deeply
+    nested JSON included, is a 400 `invalid_json` (a lone surrogate would fail later in SQLite)."""
+    try:
+        value = json.loads(raw)
+        json.dumps(value, ensure_ascii=False).encode()
+    except RecursionError:
+        raise ApiError(400, "invalid_json", "JSON is nested too deeply") from None
+    except (ValueError, UnicodeError):
+        raise ApiError(400, "invalid_json", "body is not valid JSON of valid Unicode text") from None
+    return value
 
 
 def string_field(body: dict[str, Any], name: str, max_chars: int, default: str | None = None) -> str | None:
@@ -55,6 +67,22 @@ def int_field(body: dict[str, Any], name: str, low: int, high: int) -> int | Non
     if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
         raise ApiError(422, "invalid_field", f"{name!r} must be an integer between {low} and {high}")
     return value
+
+
+def header_text(request: web.Request, name: str, max_chars: int) -> str | None:
+    """A header's value cut to `max_chars`, None when absent or empty; 400 `invalid_header`
+    when its bytes are not UTF-8 (aiohttp hands them over as surrogates)."""
+    raw = request.headers.get(name, "")
+    try:
+        raw.encode()
+    except UnicodeEncodeError:
+        raise ApiError(400, "invalid_header", f"{name} is not UTF-8 text") from None
+    return raw[:max_chars] or None
+
+
+def client_id_header(request: web.Request) -> str | None:
+    """The `x-client-id` a client proxy adds."""
+    return header_text(request, "x-client-id", MAX_CLIENT_ID_CHARS)
 
 
 def header_session_id(request: web.Request) -> str | None:

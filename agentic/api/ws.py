@@ -2,19 +2,20 @@
 
 from __future__ import annotations
 
-import json
+import contextlib
 import logging
 from typing import Any
 
-from aiohttp import WSMsgType, web
+from aiohttp import WSCloseCode, WSMsgType, web
 
 from agentic import keys
-from agentic.api.errors import ApiError
-from agentic.api.origin import require_origin
+from agentic.api.requests import client_id_header, parse_json
 from agentic.chat.subscribers import SESSION_GONE_CLOSE_CODE, websocket_subscriber
 from agentic.logs import session_id_var
 from agentic.sessions.ids import parse_session_id
 from agentic.sessions.models import SessionRecord
+from agentic.web.errors import ApiError
+from agentic.web.guard import require_origin
 
 log = logging.getLogger("agentic.ws")
 routes = web.RouteTableDef()
@@ -44,14 +45,27 @@ def _parse_resume(raw: str | None) -> tuple[str, int] | None:
 
 @routes.get("/ws", name="websocket")
 async def websocket(request: web.Request) -> web.WebSocketResponse:
+    """Every refusal that can be known before the upgrade is an HTTP error; after it, an error
+    frame and a close code, never an HTTP answer inside the upgraded stream."""
     settings = request.app[keys.settings_key]
     require_origin(request, settings.allowed_origins)
     requested = _requested_session(request)
+    client_id = client_id_header(request)
+    if not requested:
+        request.app[keys.create_limits_key].check(request, client_id)
     ws = web.WebSocketResponse(heartbeat=30.0, max_msg_size=MAX_FRAME_BYTES)
     await ws.prepare(request)
-    record = await _open_session(request, ws, requested)
-    if record is None:
-        return ws
+    try:
+        record = await _open_session(request, ws, requested, client_id)
+        if record is not None:
+            await _serve(request, ws, record)
+    except Exception:
+        log.exception("websocket failed")
+        await _close_with_error(ws, WSCloseCode.INTERNAL_ERROR, _error("internal_error", "internal server error"))
+    return ws
+
+
+async def _serve(request: web.Request, ws: web.WebSocketResponse, record: SessionRecord) -> None:
     session_id_var.set(record.session_id)
     sockets = request.app[keys.websockets_key]
     metrics = request.app[keys.metrics_key]
@@ -78,20 +92,29 @@ async def websocket(request: web.Request) -> web.WebSocketResponse:
         await subscriber.finish()
         sockets.discard(ws)
         metrics.websockets.set(len(sockets))
-    return ws
 
 
-async def _open_session(request: web.Request, ws: web.WebSocketResponse, requested: str | None) -> SessionRecord | None:
+async def _open_session(request: web.Request, ws: web.WebSocketResponse, requested: str | None, client_id: str | None) -> SessionRecord | None:
     manager = request.app[keys.sessions_key]
     if not requested:
-        client_id = request.headers.get("x-client-id", "")[:100] or None
-        return await manager.create(client_id)
+        try:
+            return await manager.create(client_id)
+        except ApiError as exc:
+            await _close_with_error(ws, WSCloseCode.TRY_AGAIN_LATER, _error(exc.code, exc.message))
+            return None
     try:
         return manager.get_live(parse_session_id(requested.strip()))
     except ApiError as exc:
         code = CLOSE_BAD_SESSION_ID if exc.status == 400 else SESSION_GONE_CLOSE_CODE
         await ws.close(code=code, message=exc.code.encode())
         return None
+
+
+async def _close_with_error(ws: web.WebSocketResponse, code: int, frame: dict[str, Any]) -> None:
+    if not ws.closed:
+        with contextlib.suppress(ConnectionError):
+            await ws.send_json(frame)
+            await ws.close(code=code, message=frame["code"].encode())
 
 
 def _error(code: str, message: str, **extra: Any) -> dict[str, Any]:
@@ -104,9 +127,9 @@ async def _handle_frame(request: web.Request, record: SessionRecord, subscriber,
         subscriber.send(_error("message_too_large", f"frame is larger than {chat.max_message_chars} characters allow"))
         return
     try:
-        frame = json.loads(data)
-    except ValueError:
-        subscriber.send(_error("bad_frame", "frame is not valid JSON"))
+        frame = parse_json(data)
+    except ApiError as exc:
+        subscriber.send(_error("bad_frame", exc.message))
         return
     if not isinstance(frame, dict):
         subscriber.send(_error("bad_frame", "frame must be a JSON object"))
@@ -138,4 +161,4 @@ async def _start_chat(chat, record: SessionRecord, subscriber, frame: dict[str, 
     try:
         await chat.start_turn(record, frame.get("content"), max_tokens, reply_to=reply_to)
     except ApiError as exc:
-        subscriber.send(_error(exc.code, json.loads(exc.text)["error"]["message"], reply_to=reply_to, status=exc.status))
+        subscriber.send(_error(exc.code, exc.message, reply_to=reply_to, status=exc.status))

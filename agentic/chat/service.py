@@ -7,7 +7,7 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any, Awaitable, Callable
 
-from agentic.api.errors import ApiError
+from agentic.web.errors import ApiError
 from agentic.api.metrics import Metrics
 from agentic.chat.subscribers import Subscriber
 from agentic.chat.turns import Turn

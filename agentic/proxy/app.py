@@ -10,8 +10,8 @@ import aiohttp
 from aiohttp import web
 from aiohttp_session import session_middleware
 
-from agentic.api.errors import ApiError, error_middleware
-from agentic.api.origin import origin_allowed
+from agentic.web.errors import ApiError, error_middleware
+from agentic.web.guard import allowed_host_names, host_guard, origin_allowed
 from agentic.api.page import render_chat_page
 from agentic.app import STATIC_DIR, setup_templates
 from agentic.config import ClientSettings
@@ -28,7 +28,7 @@ STATE_CHANGING = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 
 def create_proxy_app(settings: ClientSettings, forwarder: Forwarder, binder: SessionBinder, cookie_key: bytes, api_prefix: str = "") -> web.Application:
     """Forwards every route to the main server; `api_prefix` is set when mounted under the frontend."""
-    app = web.Application(middlewares=[error_middleware, session_middleware(cookie_storage(cookie_key, settings.number))], client_max_size=1024**2)
+    app = web.Application(middlewares=[error_middleware, host_guard(allowed_host_names(settings.host, settings.allowed_hosts)), session_middleware(cookie_storage(cookie_key, settings.number))], client_max_size=1024**2)
     app[client_settings_key] = settings
     app[forwarder_key] = forwarder
     app[binder_key] = binder

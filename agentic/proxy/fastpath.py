@@ -20,7 +20,7 @@ from typing import Iterable, cast
 
 from aiohttp import web
 
-from agentic.api.errors import error_body
+from agentic.web.errors import error_body
 from agentic.proxy.app import forwarder_key
 from agentic.proxy.forward import HOP_BY_HOP, Forwarder, backend_target, fits_one_write, forwarded_headers, unreachable_message
 from agentic.proxy.keepalive import BROKEN_ANSWER, Answer, UpstreamFailed, bodyless

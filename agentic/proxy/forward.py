@@ -12,7 +12,7 @@ from aiohttp import ClientSession, WSMsgType, web
 from aiohttp_session import SESSION_KEY, STORAGE_KEY
 from yarl import URL
 
-from agentic.api.errors import ApiError
+from agentic.web.errors import ApiError
 from agentic.proxy.keepalive import BROKEN_ANSWER, Answer, KeepAlivePool, UpstreamFailed
 
 log = logging.getLogger("agentic.proxy")

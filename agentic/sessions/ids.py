@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uuid
 
-from agentic.api.errors import ApiError
+from agentic.web.errors import ApiError
 
 
 def parse_session_id(raw: str | None) -> str:

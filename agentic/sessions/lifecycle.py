@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import heapq
 import logging
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Awaitable, Callable
 
-from agentic.api.errors import ApiError
 from agentic.api.metrics import Metrics
 from agentic.sessions.ids import new_session_id
 from agentic.sessions.models import ChatSettings, SessionRecord, now
 from agentic.sessions.store import SessionStore
+from agentic.web.errors import ApiError
 
 log = logging.getLogger("agentic.sessions")
 
@@ -19,11 +21,33 @@ RemovalHook = Callable[[str], Awaitable[None]]
 
 MAX_TITLE_CHARS = 200
 MAX_SYSTEM_PROMPT_CHARS = 8000
+# Sessions looked at per event-loop slice while a listing is built.
+LISTING_SLICE = 500
+
+ListingKey = tuple[float, str]
+
+
+def listing_key(record: SessionRecord) -> ListingKey:
+    """Listings run newest activity first; the key names a session by its public 8-character
+    prefix only, so a cursor built from it reveals no more than the listing does."""
+    return (record.last_activity, record.session_id[:8])
+
+
+@dataclass
+class Listing:
+    """One page of live sessions, newest activity first, with counts over all live sessions."""
+
+    records: list[SessionRecord]
+    next_after: ListingKey | None
+    active: int = 0
+    by_client: dict[str, int] = field(default_factory=dict)
+    uploads_bytes: int = 0
 
 
 class SessionManager:
-    def __init__(self, store: SessionStore, uploads_dir: Path, kv_dir: Path, timeout_s: float, metrics: Metrics) -> None:
+    def __init__(self, store: SessionStore, uploads_dir: Path, kv_dir: Path, timeout_s: float, metrics: Metrics, max_sessions: int) -> None:
         self.store = store
+        self.max_sessions = max_sessions
         self.uploads_dir = uploads_dir
         self.kv_dir = kv_dir
         self.timeout_s = timeout_s
@@ -46,10 +70,44 @@ class SessionManager:
         return record
 
     async def create(self, client_id: str | None = None, system_prompt: str = "", settings: ChatSettings | None = None, title: str | None = None) -> SessionRecord:
+        if len(self.store.sessions) >= self.max_sessions:
+            raise ApiError(429, "too_many_sessions", f"the server holds its maximum of {self.max_sessions} sessions; delete one or wait for one to expire")
         record = await self.store.create(new_session_id(), client_id, system_prompt, settings or ChatSettings(), title or "New chat")
         self.metrics.sessions_created.inc()
         log.info("session created", extra={"session_id": record.session_id})
         return record
+
+    async def listing(self, limit: int, after: ListingKey | None = None) -> Listing:
+        """The `limit` live sessions after `after` in listing order. Built in slices with an await
+        between them, so thousands of sessions never hold the event loop for long."""
+        records = list(self.store.sessions.values())
+        page: list[tuple[ListingKey, str, SessionRecord]] = []
+        listing = Listing([], None)
+        candidates = 0
+        at = now()
+        for start in range(0, len(records), LISTING_SLICE):
+            if start:
+                await asyncio.sleep(0)
+            for record in records[start:start + LISTING_SLICE]:
+                if record.expires_at(self.timeout_s) <= at:
+                    continue
+                listing.active += 1
+                client = record.client_id or "unknown"
+                listing.by_client[client] = listing.by_client.get(client, 0) + 1
+                listing.uploads_bytes += sum(f.size for f in record.files.values())
+                key = listing_key(record)
+                if after is not None and key >= after:
+                    continue
+                candidates += 1
+                item = (key, record.session_id, record)
+                if len(page) < limit:
+                    heapq.heappush(page, item)
+                elif item > page[0]:
+                    heapq.heapreplace(page, item)
+        listing.records = [record for _, _, record in sorted(page, reverse=True) if record.session_id in self.store.sessions]
+        if candidates > limit and listing.records:
+            listing.next_after = listing_key(listing.records[-1])
+        return listing
 
     async def remove(self, session_id: str, expired: bool = False) -> bool:
         record = await self.store.delete(session_id, expired=expired)

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field, fields
 from datetime import datetime, timezone
 from typing import Any
 
-from agentic.api.errors import ApiError
+from agentic.web.errors import ApiError
 
 
 def iso(ts: float) -> str:
@@ -106,11 +106,13 @@ class SessionRecord:
     def expires_at(self, timeout_s: float) -> float:
         return self.last_activity + timeout_s
 
-    def summary_json(self, timeout_s: float, full_id: bool) -> dict[str, Any]:
+    def summary_json(self, timeout_s: float, owner: bool) -> dict[str, Any]:
+        """`owner` (the session's holder or the admin) sees the full id and the title, which is
+        the start of the first message; anyone else an 8-character id and a null title."""
         return {
-            "session_id": self.session_id if full_id else self.session_id[:8],
+            "session_id": self.session_id if owner else self.session_id[:8],
             "client_id": self.client_id,
-            "title": self.title,
+            "title": self.title if owner else None,
             "created_at": iso(self.created_at),
             "last_activity": iso(self.last_activity),
             "expires_at": iso(self.expires_at(timeout_s)),
@@ -118,7 +120,7 @@ class SessionRecord:
         }
 
     def to_json(self, timeout_s: float) -> dict[str, Any]:
-        body = self.summary_json(timeout_s, full_id=True)
+        body = self.summary_json(timeout_s, owner=True)
         body["files"] = [f.to_json() for f in self.files.values()]
         body["system_prompt"] = self.system_prompt
         body["settings"] = self.settings.to_json()

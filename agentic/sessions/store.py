@@ -252,15 +252,5 @@ class SessionStore:
         self._db().execute("DELETE FROM files WHERE session_id = ? AND name = ?", (sid, name))
 
     # -- queries --------------------------------------------------------------
-    def by_client(self) -> dict[str, int]:
-        counts: dict[str, int] = {}
-        for record in self.sessions.values():
-            key = record.client_id or "unknown"
-            counts[key] = counts.get(key, 0) + 1
-        return counts
-
-    def uploads_bytes(self) -> int:
-        return sum(f.size for r in self.sessions.values() for f in r.files.values())
-
     def records(self) -> Iterable[SessionRecord]:
         return self.sessions.values()

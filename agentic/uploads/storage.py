@@ -18,7 +18,7 @@ import aiofiles
 import aiofiles.os
 from aiohttp import BodyPartReader, MultipartReader
 
-from agentic.api.errors import ApiError
+from agentic.web.errors import ApiError
 from agentic.config import UploadSettings
 from agentic.sessions.lifecycle import SessionManager
 from agentic.sessions.models import FileRecord, SessionRecord, now

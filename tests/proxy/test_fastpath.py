@@ -106,10 +106,10 @@ async def test_pipelined_requests_answer_in_order_and_a_post_hands_over_to_aioht
     reader, writer = await asyncio.open_connection(proxy.host, proxy.port)
     body = b'{"title": "made after two GETs"}'
     writer.write(
-        f"GET /sessions/{a} HTTP/1.1\r\nHost: x\r\nx-session-id: {a}\r\n\r\n".encode()
-        + f"GET /sessions/{b} HTTP/1.1\r\nHost: x\r\nx-session-id: {b}\r\n\r\n".encode()
-        + f"POST /sessions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n".encode() + body
-        + f"GET /sessions/{a} HTTP/1.1\r\nHost: x\r\nx-session-id: {a}\r\n\r\n".encode())
+        f"GET /sessions/{a} HTTP/1.1\r\nHost: localhost\r\nx-session-id: {a}\r\n\r\n".encode()
+        + f"GET /sessions/{b} HTTP/1.1\r\nHost: localhost\r\nx-session-id: {b}\r\n\r\n".encode()
+        + f"POST /sessions HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n".encode() + body
+        + f"GET /sessions/{a} HTTP/1.1\r\nHost: localhost\r\nx-session-id: {a}\r\n\r\n".encode())
     answers = [await read_answer(reader) for _ in range(4)]
     writer.close()
     assert [json.loads(body)["session_id"] for status, _, body in answers if status == 200] == [a, b, a]
@@ -126,7 +126,7 @@ async def test_pipelined_requests_answer_in_order_and_a_post_hands_over_to_aioht
 async def test_hostile_heads_are_judged_by_aiohttp(proxy, evil):
     before = relayed(proxy)
     reader, writer = await asyncio.open_connection(proxy.host, proxy.port)
-    writer.write(f"GET /sessions/{SID} HTTP/1.1\r\nHost: x\r\nx-session-id: {SID}\r\n{evil}\r\n\r\n".encode())
+    writer.write(f"GET /sessions/{SID} HTTP/1.1\r\nHost: localhost\r\nx-session-id: {SID}\r\n{evil}\r\n\r\n".encode())
     status, _, _ = await read_answer(reader)
     writer.close()
     assert status == 400 and relayed(proxy) == before
@@ -141,7 +141,7 @@ async def test_large_answers_stream_and_a_dropped_reader_leaves_the_proxy_servin
     assert download.headers["Content-Length"] == "1000000" and await download.read() == b"line\n" * 200_000
 
     reader, writer = await asyncio.open_connection(proxy.host, proxy.port)
-    writer.write(f"GET /sessions/{sid}/files/big.txt HTTP/1.1\r\nHost: x\r\nx-session-id: {sid}\r\n\r\n".encode())
+    writer.write(f"GET /sessions/{sid}/files/big.txt HTTP/1.1\r\nHost: localhost\r\nx-session-id: {sid}\r\n\r\n".encode())
     await reader.readexactly(1000)
     writer.close()  # gone mid-answer
     for _ in range(3):
@@ -173,7 +173,7 @@ async def test_unsized_answers_go_out_chunked_with_forwarded_headers(aiohttp_cli
 async def test_stopping_closes_idle_fast_connections(aiohttp_client, backend, tmp_path):
     proxy = await serve_proxy(aiohttp_client, tmp_path, str(backend.make_url("")))
     reader, writer = await asyncio.open_connection(proxy.host, proxy.port)
-    writer.write(f"GET /sessions/{SID} HTTP/1.1\r\nHost: x\r\nx-session-id: {SID}\r\n\r\n".encode())
+    writer.write(f"GET /sessions/{SID} HTTP/1.1\r\nHost: localhost\r\nx-session-id: {SID}\r\n\r\n".encode())
     status, _, _ = await read_answer(reader)
     assert status == 404 and relayed(proxy) == 1
     await asyncio.wait_for(proxy.close(), 10)
@@ -197,7 +197,7 @@ async def test_a_backend_that_drops_its_answer_gives_502_or_a_cut_connection(aio
         resp = await proxy.get("/small", headers=headers)  # the fast path
         assert resp.status == 502 and (await resp.json())["error"]["message"].endswith("it dropped its answer")
         reader, writer = await asyncio.open_connection(proxy.host, proxy.port)
-        writer.write(f"GET /sm%61ll HTTP/1.1\r\nHost: x\r\nx-session-id: {SID}\r\n\r\n".encode())  # percent-encoded: aiohttp's
+        writer.write(f"GET /sm%61ll HTTP/1.1\r\nHost: localhost\r\nx-session-id: {SID}\r\n\r\n".encode())  # percent-encoded: aiohttp's
         status, _, body = await read_answer(reader)
         writer.close()
         assert status == 502 and json.loads(body)["error"]["message"].endswith("it dropped its answer")

@@ -2,7 +2,7 @@ import uuid
 
 import pytest
 
-from agentic.api.errors import ApiError
+from agentic.web.errors import ApiError
 from agentic.sessions.ids import new_session_id, parse_session_id
 
 

@@ -1,0 +1,91 @@
+"""The JSON error body of api.md, and the middleware that guarantees every error uses it."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, Awaitable, Callable
+
+from aiohttp import web
+
+log = logging.getLogger("agentic.web")
+
+_CODES_BY_STATUS = {
+    400: "bad_request",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    409: "conflict",
+    413: "too_large",
+    415: "unsupported_media_type",
+    421: "host_not_allowed",
+    422: "invalid_field",
+    429: "busy",
+    502: "backend_unreachable",
+    503: "not_ready",
+}
+
+
+class ApiError(web.HTTPException):
+    """An HTTP error whose body is already the api.md JSON error."""
+
+    def __init__(self, status: int, code: str, message: str, headers: dict[str, str] | None = None) -> None:
+        self.status_code = status
+        super().__init__(
+            text=web.json_response(error_body(code, message)).text,
+            content_type="application/json",
+            headers=headers,
+        )
+        self.code = code
+        self.message = message
+
+
+def error_body(code: str, message: str) -> dict[str, Any]:
+    return {"error": {"code": code, "message": message}}
+
+
+def json_error(status: int, code: str, message: str, headers: dict[str, str] | None = None) -> web.Response:
+    return web.json_response(error_body(code, message), status=status, headers=headers)
+
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def response_started(request: web.Request) -> bool:
+    """Whether the handler already sent a head (a stream, an upgraded WebSocket): no error answer
+    may be written after it, or its bytes land inside the stream."""
+    return request.writer.output_size > 0
+
+
+@web.middleware
+async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    try:
+        return await handler(request)
+    except Exception as exc:
+        if response_started(request):
+            # aiohttp logs this once and closes the connection without writing an answer.
+            raise ConnectionResetError("error after the response started") from exc
+        return _error_response(request, exc)
+
+
+def _error_response(request: web.Request, exc: Exception) -> web.StreamResponse:
+    if isinstance(exc, ApiError):
+        raise exc
+    if isinstance(exc, web.HTTPException):
+        if exc.status < 400:
+            raise exc
+        return _http_error(request, exc)
+    if isinstance(exc, ConnectionResetError):
+        raise exc
+    log.exception("unhandled error on %s %s", request.method, request.path)
+    return json_error(500, "internal_error", "internal server error")
+
+
+def _http_error(request: web.Request, exc: web.HTTPException) -> web.Response:
+    code = _CODES_BY_STATUS.get(exc.status, "http_error")
+    message = exc.reason if exc.status != 413 else "request body too large"
+    if exc.status == 404:
+        message = f"no route for {request.method} {request.path}"
+    resp = json_error(exc.status, code, message)
+    if exc.status == 405 and "Allow" in exc.headers:
+        resp.headers["Allow"] = exc.headers["Allow"]
+    return resp
