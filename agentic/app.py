@@ -7,11 +7,8 @@ import contextlib
 import logging
 import time
 import weakref
-from pathlib import Path
 from typing import AsyncIterator
 
-import aiohttp_jinja2
-import jinja2
 from aiohttp import WSCloseCode, web
 
 from agentic import keys
@@ -27,12 +24,9 @@ from agentic.sessions.store import SessionStore
 from agentic.uploads.storage import UploadService
 from agentic.web.errors import error_middleware
 from agentic.web.guard import allowed_host_names, host_guard, origin_guard
+from agentic.web.templates import STATIC_DIR, setup_templates
 
 log = logging.getLogger("agentic.app")
-
-ROOT = Path(__file__).resolve().parent.parent
-STATIC_DIR = ROOT / "static"
-TEMPLATES_DIR = ROOT / "templates"
 
 
 @web.middleware
@@ -64,10 +58,6 @@ def create_app(settings: Settings) -> web.Application:
     app.cleanup_ctx.extend([store_ctx, engine_ctx, services_ctx, background_ctx])
     app.on_shutdown.append(close_websockets)
     return app
-
-
-def setup_templates(app: web.Application) -> None:
-    aiohttp_jinja2.setup(app, loader=jinja2.FileSystemLoader(TEMPLATES_DIR), autoescape=True)
 
 
 async def store_ctx(app: web.Application) -> AsyncIterator[None]:

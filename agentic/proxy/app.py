@@ -10,13 +10,12 @@ import aiohttp
 from aiohttp import web
 from aiohttp_session import session_middleware
 
-from agentic.web.errors import ApiError, error_middleware
-from agentic.web.guard import allowed_host_names, host_guard, origin_allowed
-from agentic.api.page import render_chat_page
-from agentic.app import STATIC_DIR, setup_templates
 from agentic.config import ClientSettings
 from agentic.proxy.binding import SessionBinder, cookie_storage, load_cookie_key, valid_uuid
-from agentic.proxy.forward import Forwarder, backend_target, backend_unreachable
+from agentic.proxy.forward import UPSTREAM_ERRORS, Forwarder, backend_target, upstream_failure
+from agentic.web.errors import ApiError, error_middleware
+from agentic.web.guard import allowed_host_names, host_guard, origin_allowed
+from agentic.web.templates import STATIC_DIR, render_chat_page, setup_templates
 
 binder_key = web.AppKey("binder", SessionBinder)
 forwarder_key = web.AppKey("forwarder", Forwarder)
@@ -51,7 +50,7 @@ def create_frontend_app(settings: ClientSettings, forwarder: Forwarder, binder: 
 
 
 def create_client_apps(settings: ClientSettings) -> tuple[web.Application, web.Application]:
-    """Client N's proxy app and frontend app, sharing one connection pool."""
+    """Client N's proxy app and frontend app, sharing one set of connection pools."""
     key = load_cookie_key(settings.cookie_key, settings.data_dir / "client-keys" / f"client-{settings.number}.key")
     forwarder = Forwarder(settings.backend_url, settings.client_id)
     binder = SessionBinder(settings.backend_url, settings.client_id, settings.data_dir / "clients" / f"client-{settings.number}.json")
@@ -94,8 +93,8 @@ async def caller_session(request: web.Request, check_live: bool = False) -> str 
     forwarder = request.app[forwarder_key]
     try:
         return await request.app[binder_key].implicit_session(request, forwarder.http, check_live)
-    except (aiohttp.ClientError, OSError) as exc:
-        raise backend_unreachable(type(exc).__name__) from None
+    except UPSTREAM_ERRORS as exc:
+        raise upstream_failure(exc) from None
 
 
 # -- views ------------------------------------------------------------------------------------
@@ -116,7 +115,7 @@ async def proxy_health(request: web.Request) -> web.Response:
         "ports": {"frontend": settings.frontend_port, "proxy": settings.proxy_port},
         "uptime_s": round(time.monotonic() - request.app[started_key], 3),
         "backend": backend,
-        "fast_path_requests": forwarder.fast_path_requests,
+        "websockets": forwarder.sockets.open_count(),
     })
 
 

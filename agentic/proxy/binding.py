@@ -12,12 +12,15 @@ import uuid
 from pathlib import Path
 
 from aiohttp import ClientSession, web
-from aiohttp_session import get_session
+from aiohttp_session import STORAGE_KEY, get_session
 from aiohttp_session.cookie_storage import EncryptedCookieStorage
+
+from agentic.proxy.limits import EXCHANGE_TIMEOUT
 
 log = logging.getLogger("agentic.proxy")
 
 SESSION_KEY = "sid"
+rebound_key = web.RequestKey("rebound", bool)
 
 
 class CookieStorage(EncryptedCookieStorage):
@@ -58,6 +61,13 @@ def valid_uuid(raw: str | None) -> str | None:
         return None
 
 
+async def save_binding(request: web.Request, response: web.StreamResponse) -> None:
+    """aiohttp-session saves the cookie into plain Responses only; a stream or a WebSocket is
+    sent by its handler, so a binding made for it is saved here, before it is prepared."""
+    if request.get(rebound_key):
+        await request[STORAGE_KEY].save_session(request, response, await get_session(request))
+
+
 class SessionBinder:
     def __init__(self, backend_url: str, client_id: str, state_file: Path) -> None:
         self.backend_url = backend_url
@@ -83,6 +93,7 @@ class SessionBinder:
     async def bind(self, request: web.Request, session_id: str) -> None:
         session = await get_session(request)
         session[SESSION_KEY] = session_id
+        request[rebound_key] = True
 
     async def implicit_session(self, request: web.Request, http: ClientSession, check_live: bool) -> str | None:
         """The cookie's session, else the default one; with check_live, replaced when gone."""
@@ -104,11 +115,11 @@ class SessionBinder:
             return self._default
 
     async def _is_live(self, http: ClientSession, session_id: str) -> bool:
-        async with http.get(f"{self.backend_url}/sessions/{session_id}", headers={"x-session-id": session_id}) as resp:
+        async with http.get(f"{self.backend_url}/sessions/{session_id}", headers={"x-session-id": session_id}, timeout=EXCHANGE_TIMEOUT) as resp:
             return resp.status == 200
 
     async def _create(self, http: ClientSession) -> str | None:
-        async with http.post(f"{self.backend_url}/sessions", json={"client_id": self.client_id}, headers={"x-client-id": self.client_id}) as resp:
+        async with http.post(f"{self.backend_url}/sessions", json={"client_id": self.client_id}, headers={"x-client-id": self.client_id}, timeout=EXCHANGE_TIMEOUT) as resp:
             if resp.status != 201:
                 return None
             return (await resp.json())["session_id"]

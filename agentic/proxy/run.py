@@ -1,4 +1,4 @@
-"""Runs client N: both apps in one process, one shared connection pool to the main server."""
+"""Runs client N: both apps in one process, sharing their connection pools to the main server."""
 
 from __future__ import annotations
 
@@ -8,12 +8,13 @@ import logging
 import signal
 import sys
 from dataclasses import replace
+from typing import Any
 
 from aiohttp import web
 
 from agentic.config import client_settings_from_env
 from agentic.proxy.app import create_client_apps
-from agentic.proxy.fastpath import ProxyRunner
+from agentic.proxy.limits import HEAD_TIMEOUT_S
 
 log = logging.getLogger("agentic.proxy")
 
@@ -27,6 +28,12 @@ def validate_client_number(number: int, main_port: int = 8000) -> str | None:
     if 8000 + number == main_port or 8500 + number == main_port:
         return f"client {number} would use the main server's port {main_port}"
     return None
+
+
+def runner_options(head_timeout_s: float = HEAD_TIMEOUT_S) -> dict[str, Any]:
+    """How both ports are served. aiohttp's keep-alive timer is its only deadline for a request
+    head (from a connection's start or its previous answer), so it is kept short."""
+    return {"access_log": None, "shutdown_timeout": 5, "keepalive_timeout": head_timeout_s}
 
 
 def run_client(number: int, host: str | None = None, backend_url: str | None = None) -> int:
@@ -47,7 +54,7 @@ def run_client(number: int, host: str | None = None, backend_url: str | None = N
 
 async def _serve(settings) -> int:
     proxy, frontend = create_client_apps(settings)
-    runners = [ProxyRunner(proxy, access_log=None, shutdown_timeout=5), web.AppRunner(frontend, access_log=None, shutdown_timeout=5)]
+    runners = [web.AppRunner(app, **runner_options()) for app in (proxy, frontend)]
     ports = [settings.proxy_port, settings.frontend_port]
     try:
         for runner, port in zip(runners, ports):
