@@ -18,6 +18,8 @@ ROOT = Path(__file__).resolve().parents[1]
 PYTHON = str(ROOT / ".venv" / "bin" / "python")
 PEERS = ROOT / "bench" / ".peers" / "venv"
 sys.path.insert(0, str(ROOT))
+# The session-creation limits lifted, for benchmarks that create thousands of sessions from one address.
+UNLIMITED_SESSIONS = {"SESSION_CREATE_RATE": "1000000000", "SESSION_CREATE_BURST": "1000000000", "MAX_SESSIONS": "1000000"}
 
 
 def free_port() -> int:

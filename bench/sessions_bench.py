@@ -14,7 +14,7 @@ import time
 
 import aiohttp
 
-from common import PYTHON, free_port, percentile, process, rss_kb, table
+from common import PYTHON, UNLIMITED_SESSIONS, free_port, percentile, process, rss_kb, table
 
 
 async def hammer(base: str, clients: int, requests: int, make_request) -> tuple[float, list[float]]:
@@ -69,7 +69,7 @@ def main() -> None:
     port = free_port()
     with tempfile.TemporaryDirectory() as data:
         with process([PYTHON, "-m", "agentic", "serve", "--port", str(port), "--data-dir", data],
-                     f"http://127.0.0.1:{port}/health", {"LOG_FORMAT": "plain"}) as server:
+                     f"http://127.0.0.1:{port}/health", {"LOG_FORMAT": "plain", **UNLIMITED_SESSIONS}) as server:
             asyncio.run(run(f"http://127.0.0.1:{port}", server.pid, args))
 
 

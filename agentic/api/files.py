@@ -6,6 +6,7 @@ from urllib.parse import quote
 
 from aiohttp import hdrs, web
 from aiohttp.helpers import parse_mimetype
+from aiohttp.http_exceptions import BadHttpMessage
 
 from agentic import keys
 from agentic.web.errors import ApiError
@@ -28,7 +29,10 @@ async def upload_files(request: web.Request) -> web.Response:
     boundary = parse_mimetype(request.headers[hdrs.CONTENT_TYPE]).parameters.get("boundary", "")
     if not 0 < len(boundary) <= MAX_BOUNDARY_CHARS:
         raise ApiError(400, "invalid_multipart", f"a multipart upload needs a boundary of 1 to {MAX_BOUNDARY_CHARS} characters")
-    files = await uploads.receive(record, await request.multipart())
+    try:
+        files = await uploads.receive(record, await request.multipart())
+    except (ValueError, BadHttpMessage):  # what aiohttp's multipart parser raises on a malformed body
+        raise ApiError(400, "invalid_multipart", "the multipart body is malformed (boundaries or part headers)") from None
     return web.json_response({"files": [f.to_json() for f in files]}, status=201)
 
 

@@ -6,6 +6,9 @@ from functools import lru_cache
 from typing import Any
 
 from agentic import __version__
+from agentic.api.requests import MAX_CLIENT_ID_CHARS
+from agentic.sessions.lifecycle import MAX_SYSTEM_PROMPT_CHARS, MAX_TITLE_CHARS
+from agentic.sessions.models import ChatSettings
 
 SID = {"name": "session_id", "in": "path", "required": True, "schema": {"type": "string", "format": "uuid"}}
 FILE_NAME = {"name": "name", "in": "path", "required": True, "schema": {"type": "string"}}
@@ -33,11 +36,18 @@ def _obj(props: dict[str, Any], required: tuple[str, ...] = ()) -> dict[str, Any
 
 
 STR, INT, NUM, BOOL = {"type": "string"}, {"type": "integer"}, {"type": "number"}, {"type": "boolean"}
+
+
+def _setting(name: str, kind: str, nullable: bool = False) -> dict[str, Any]:
+    low, high = ChatSettings.LIMITS[name]
+    return {"type": [kind, "null"] if nullable else kind, "minimum": low, "maximum": high}
+
 TIME = {"type": "string", "format": "date-time"}
 
 SCHEMAS: dict[str, Any] = {
     "Error": {"type": "object", "properties": {"error": {"type": "object", "properties": {"code": STR, "message": STR}}}},
-    "Settings": _obj({"temperature": NUM, "top_p": NUM, "top_k": INT, "max_tokens": {"type": ["integer", "null"]}, "seed": {"type": ["integer", "null"]},
+    "Settings": _obj({"temperature": _setting("temperature", "number"), "top_p": _setting("top_p", "number"), "top_k": _setting("top_k", "integer"),
+                      "max_tokens": _setting("max_tokens", "integer", nullable=True), "seed": _setting("seed", "integer", nullable=True),
                      "ignore_eos": {"type": "boolean", "description": "never stop before max_tokens (fixed-length replies, benchmarks)"}}),
     "File": {"type": "object", "properties": {"name": STR, "size": INT, "content_type": STR, "uploaded_at": TIME, "extracted_chars": INT, "status": {"enum": ["ok", "unreadable"]}, "note": STR}},
     "SessionSummary": {"type": "object", "properties": {
@@ -65,7 +75,8 @@ ERROR_ANSWERS: dict[int, dict[str, Any]] = {
           "headers": {"Retry-After": {"description": "seconds to wait, on `rate_limited`", "schema": INT}}},
 }
 
-SESSION_BODY = _obj({"client_id": STR, "system_prompt": STR, "title": STR, "settings": _ref("Settings")})
+SESSION_BODY = _obj({"client_id": {"type": "string", "maxLength": MAX_CLIENT_ID_CHARS}, "system_prompt": {"type": "string", "maxLength": MAX_SYSTEM_PROMPT_CHARS},
+                     "title": {"type": "string", "maxLength": MAX_TITLE_CHARS}, "settings": _ref("Settings")})
 MESSAGE_BODY = _obj({"content": STR, "max_tokens": INT, "stream": BOOL}, required=("content",))
 
 

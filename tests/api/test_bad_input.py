@@ -49,12 +49,19 @@ async def test_websocket_frames_with_deep_nesting_or_surrogates_get_error_frames
     await ws.close()
 
 
-async def test_multipart_without_boundary_is_400(client):
+async def test_malformed_multipart_is_400(client):
     sid = (await new_session(client))["session_id"]
     for content_type in ("multipart/form-data", "multipart/form-data; boundary=", 'multipart/form-data; boundary="'):
         resp = await client.post(f"/sessions/{sid}/files", data=b"--x\r\n\r\n--x--\r\n", headers={"Content-Type": content_type})
         assert resp.status == 400, content_type
-        assert_error(await resp.json())
+        assert_error(await resp.json(), "invalid_multipart")
+    bodies = [b"no boundary anywhere", b"--b\r\n270--b--\r\n",
+              b'--b\r\nContent-Disposition: form-data; name="file"; filename="a\x00b.txt"\r\n\r\nhi\r\n--b--\r\n']
+    for body in bodies:
+        resp = await client.post(f"/sessions/{sid}/files", data=body, headers={"Content-Type": "multipart/form-data; boundary=b"})
+        assert resp.status == 400, body
+        assert_error(await resp.json(), "invalid_multipart")
+    assert (await (await client.get(f"/sessions/{sid}/files")).json()) == {"files": []}
 
 
 def raw_request(port: int, method: str, path: str, headers: dict[str, bytes], body: bytes = b"") -> tuple[int, dict]:
