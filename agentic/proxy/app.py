@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import time
 from typing import AsyncIterator
-from urllib.parse import urlsplit
 
 import aiohttp
 from aiohttp import web
@@ -14,7 +13,7 @@ from agentic.config import ClientSettings
 from agentic.proxy.binding import SessionBinder, cookie_storage, load_cookie_key, valid_uuid
 from agentic.proxy.forward import UPSTREAM_ERRORS, Forwarder, backend_target, upstream_failure
 from agentic.web.errors import ApiError, error_middleware
-from agentic.web.guard import allowed_host_names, host_guard, origin_allowed
+from agentic.web.guard import allowed_host_names, host_guard, origin_allowed, parse_host, parse_origin
 from agentic.web.templates import STATIC_DIR, render_chat_page, setup_templates
 
 binder_key = web.AppKey("binder", SessionBinder)
@@ -78,9 +77,8 @@ def check_origin(request: web.Request) -> None:
     if origin_allowed(request):
         return
     settings = request.app[client_settings_key]
-    parts = urlsplit(request.headers["Origin"])
-    request_host = (request.host or "").rsplit(":", 1)[0].lower()
-    if parts.scheme in ("http", "https") and (parts.hostname or "").lower() == request_host and parts.port in (settings.frontend_port, settings.proxy_port):
+    origin, own = parse_origin(request.headers["Origin"]), parse_host(request.headers.get("Host", ""))
+    if origin is not None and own is not None and origin.host.name == own.name and origin.host.port in (settings.frontend_port, settings.proxy_port):
         return
     raise ApiError(403, "origin_refused", f"origin {request.headers['Origin']!r} may not use client {settings.number}")
 

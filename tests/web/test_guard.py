@@ -121,3 +121,16 @@ async def test_proxy_refuses_foreign_hosts(aiohttp_client, aiohttp_server, tmp_p
             assert_error(await resp.json(), "host_not_allowed")
         for host in ("localhost:8503", "team-box:8503", "127.0.0.1"):
             assert (await client.get(path, headers={"Host": host})).status == 200, (path, host)
+
+
+async def test_proxy_refuses_malformed_origins_with_403(aiohttp_client, aiohttp_server, tmp_path):
+    backend = await aiohttp_server(create_app(make_settings(tmp_path / "main")))
+    settings = ClientSettings(number=3, backend_url=str(backend.make_url("")).rstrip("/"), data_dir=tmp_path / "client")
+    proxy = await aiohttp_client(TestServer(create_client_apps(settings)[0]))
+    for origin in MALFORMED_ORIGINS + ["http://evil.example:8503"]:
+        for method, path in (("POST", "/sessions"), ("DELETE", "/sessions/x")):
+            resp = await proxy.request(method, path, headers={"Origin": origin})
+            assert resp.status == 403, (origin, method)
+            assert_error(await resp.json(), "origin_refused")
+    own_page = f"http://{proxy.server.host}:8503"  # client 3's frontend port on the same host
+    assert (await proxy.post("/sessions", headers={"Origin": own_page})).status == 201
