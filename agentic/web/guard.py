@@ -14,6 +14,7 @@ import re
 from typing import Iterable, NamedTuple
 
 from aiohttp import web
+from aiohttp.typedefs import Middleware
 
 from agentic.web.errors import ApiError, Handler, json_error
 
@@ -87,7 +88,7 @@ def host_allowed(raw: str | None, allowed: frozenset[str]) -> bool:
     return host is not None and (host.name in allowed or _is_ip(host.name))
 
 
-def host_guard(allowed: frozenset[str]) -> web.middleware:
+def host_guard(allowed: frozenset[str]) -> Middleware:
     """Middleware: 421 `host_not_allowed` for a request whose Host this server does not answer to."""
 
     @web.middleware
@@ -116,7 +117,7 @@ def require_origin(request: web.Request, extra_allowed: Iterable[str] = ()) -> N
         raise ApiError(403, "origin_refused", f"origin {request.headers.get('Origin')!r} is not allowed")
 
 
-def origin_guard(extra_allowed: Iterable[str] = ()) -> web.middleware:
+def origin_guard(extra_allowed: Iterable[str] = ()) -> Middleware:
     """Middleware: a state-changing request from a page must come from an allowed origin."""
     extra = tuple(extra_allowed)
 

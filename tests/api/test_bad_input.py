@@ -101,3 +101,17 @@ async def test_non_utf8_headers_are_400(client):
     status, body = await asyncio.to_thread(raw_request, port, "GET", "/health", {"Host": b"\xff\xfe"})
     assert status == 421
     assert client.app[keys.store_key].stats.total_created == 1
+
+
+async def test_an_error_after_the_websocket_upgrade_is_an_error_frame_and_1011(client, monkeypatch):
+    def broken(*args, **kwargs):
+        raise RuntimeError("a bug after the upgrade")
+
+    monkeypatch.setattr(client.app[keys.chat_key], "subscribe", broken)
+    ws = await client.ws_connect("/ws")
+    frames = [await ws.receive_json(), await ws.receive_json()]
+    assert frames[0]["type"] == "session"
+    assert frames[1] == {"type": "error", "code": "internal_error", "message": "internal server error"}
+    await ws.receive()
+    assert ws.close_code == 1011
+    assert (await client.get("/health")).status in (200, 503)  # the server goes on
