@@ -36,10 +36,11 @@ async def session_log_context(request: web.Request, handler):
 
 
 def create_app(settings: Settings) -> web.Application:
+    metrics = Metrics()
     app = web.Application(
         middlewares=[
             error_middleware,
-            metrics_middleware,
+            metrics_middleware(metrics),
             host_guard(allowed_host_names(settings.host, settings.allowed_hosts)),
             origin_guard(settings.allowed_origins),
             session_log_context,
@@ -47,7 +48,7 @@ def create_app(settings: Settings) -> web.Application:
         client_max_size=settings.max_body_bytes,
     )
     app[keys.settings_key] = settings
-    app[keys.metrics_key] = Metrics()
+    app[keys.metrics_key] = metrics
     app[keys.websockets_key] = weakref.WeakSet()
     app[keys.started_at_key] = time.monotonic()
     app[keys.create_limits_key] = CreateLimits.from_rate(settings.session_create_rate, settings.session_create_burst)
@@ -65,7 +66,7 @@ async def store_ctx(app: web.Application) -> AsyncIterator[None]:
     store = SessionStore(settings.db_path)
     await store.open()
     app[keys.store_key] = store
-    app[keys.sessions_key] = SessionManager(store, settings.uploads_dir, settings.kv_dir, settings.session_timeout_s, app[keys.metrics_key], settings.max_sessions)
+    app[keys.sessions_key] = SessionManager(store, settings.kv_dir, settings.session_timeout_s, settings.max_sessions)
     yield
     await store.close()
 
@@ -86,9 +87,10 @@ async def services_ctx(app: web.Application) -> AsyncIterator[None]:
     settings = app[keys.settings_key]
     manager = app[keys.sessions_key]
     engine = app[keys.engine_key]
-    chat = ChatService(manager, engine, app[keys.metrics_key], settings.max_message_chars)
+    chat = ChatService(manager, engine, settings.max_message_chars)
     uploads = UploadService(settings.uploads, manager, settings.uploads_dir, settings.data_dir / "extracted")
     await uploads.start()
+    app[keys.metrics_key].watch(manager, chat)
     chat.context_provider = uploads.context_for
     uploads.on_change = lambda record: _broadcast_files(chat, record)
     manager.on_removed(chat.session_removed)

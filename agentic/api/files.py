@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from typing import AsyncIterator
 from urllib.parse import quote
 
-from aiohttp import hdrs, web
+from aiohttp import BodyPartReader, MultipartReader, hdrs, web
 from aiohttp.helpers import parse_mimetype
 from aiohttp.http_exceptions import BadHttpMessage
 
@@ -30,10 +31,17 @@ async def upload_files(request: web.Request) -> web.Response:
     if not 0 < len(boundary) <= MAX_BOUNDARY_CHARS:
         raise ApiError(400, "invalid_multipart", f"a multipart upload needs a boundary of 1 to {MAX_BOUNDARY_CHARS} characters")
     try:
-        files = await uploads.receive(record, await request.multipart())
+        files = await uploads.receive(record, _file_parts(await request.multipart()))
     except (ValueError, BadHttpMessage):  # what aiohttp's multipart parser raises on a malformed body
         raise ApiError(400, "invalid_multipart", "the multipart body is malformed (boundaries or part headers)") from None
     return web.json_response({"files": [f.to_json() for f in files]}, status=201)
+
+
+async def _file_parts(reader: MultipartReader) -> AsyncIterator[BodyPartReader]:
+    while (part := await reader.next()) is not None:
+        if not isinstance(part, BodyPartReader):  # a multipart nested in the upload
+            raise ApiError(422, "invalid_field", "every part of the upload must be a file")
+        yield part
 
 
 @routes.get("/sessions/{session_id}/files", name="files_list")

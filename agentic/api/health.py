@@ -6,9 +6,9 @@ import time
 
 import aiohttp_jinja2
 from aiohttp import web
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from agentic import keys
-from agentic.api.metrics import metrics_view
 from agentic.api.openapi import openapi_document
 
 routes = web.RouteTableDef()
@@ -21,7 +21,7 @@ async def health(request: web.Request) -> web.Response:
         "status": "ok" if engine.ready else ("error" if engine.load_error else "loading"),
         "model": engine.model_name,
         "gpu_offload": engine.gpu_offload,
-        "sessions": len(request.app[keys.store_key].sessions),
+        "sessions": request.app[keys.sessions_key].count(),
         "uptime_s": round(time.monotonic() - request.app[keys.started_at_key], 3),
         "engine": engine.stats(),
     }
@@ -30,7 +30,10 @@ async def health(request: web.Request) -> web.Response:
     return web.json_response(body, status=200 if engine.ready else 503)
 
 
-routes.get("/metrics", name="metrics")(metrics_view)
+@routes.get("/metrics", name="metrics")
+async def metrics(request: web.Request) -> web.Response:
+    body = request.app[keys.metrics_key].render(request.app[keys.sessions_key].count())
+    return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
 
 @routes.get("/openapi.json", name="openapi")

@@ -1,15 +1,17 @@
-"""Prometheus metrics, one registry per app so tests and apps never share counters."""
+"""Prometheus metrics, one registry per app so tests and apps never share counters. The
+domain code knows nothing of them: `watch` subscribes to what sessions and chat report."""
 
 from __future__ import annotations
 
 import time
-from typing import Awaitable, Callable
+from typing import Any
 
 from aiohttp import web
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
-from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
-from agentic import keys
+from agentic.chat.service import ChatService
+from agentic.sessions.lifecycle import SessionManager
+from agentic.web.errors import Handler, http_status
 
 
 class Metrics:
@@ -35,7 +37,20 @@ class Metrics:
         self.queue_depth = Gauge("agentic_engine_queue_depth", "Turns waiting for the model", registry=r)
         self.active_turns = Gauge("agentic_engine_active_turns", "Turns being decoded", registry=r)
 
-    def render(self) -> bytes:
+    def watch(self, sessions: SessionManager, chat: ChatService) -> None:
+        sessions.on_created(lambda _record: self.sessions_created.inc())
+        sessions.on_expired(lambda _record: self.sessions_expired.inc())
+        chat.on_turn_finished(self.observe_turn)
+
+    def observe_turn(self, usage: dict[str, Any]) -> None:
+        self.turns.labels(usage["finish_reason"]).inc()
+        self.tokens_generated.inc(usage.get("completion_tokens", 0))
+        self.tokens_prefilled.inc(usage.get("prefill_tokens", 0))
+        if usage.get("completion_tokens"):
+            self.ttft.observe(usage["ttft_ms"] / 1000)
+
+    def render(self, sessions_held: int) -> bytes:
+        self.sessions_active.set(sessions_held)
         return generate_latest(self.registry)
 
 
@@ -44,26 +59,23 @@ def route_label(request: web.Request) -> str:
     return resource.canonical if resource is not None else "unmatched"
 
 
-@web.middleware
-async def metrics_middleware(request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]) -> web.StreamResponse:
-    metrics = request.app[keys.metrics_key]
-    started = time.perf_counter()
-    status = 500
-    try:
-        response = await handler(request)
-        status = response.status
-        return response
-    except web.HTTPException as exc:
-        status = exc.status
-        raise
-    finally:
-        route = route_label(request)
-        metrics.requests.labels(route, request.method, str(status)).inc()
-        metrics.latency.labels(route).observe(time.perf_counter() - started)
+def metrics_middleware(metrics: Metrics) -> web.middleware:
+    """Middleware: count each request by route, method and the status it is answered with."""
 
+    @web.middleware
+    async def count_request(request: web.Request, handler: Handler) -> web.StreamResponse:
+        started = time.perf_counter()
+        status = 500
+        try:
+            response = await handler(request)
+            status = response.status
+            return response
+        except Exception as exc:
+            status = http_status(exc)
+            raise
+        finally:
+            route = route_label(request)
+            metrics.requests.labels(route, request.method, str(status)).inc()
+            metrics.latency.labels(route).observe(time.perf_counter() - started)
 
-async def metrics_view(request: web.Request) -> web.Response:
-    metrics = request.app[keys.metrics_key]
-    store = request.app[keys.store_key]
-    metrics.sessions_active.set(len(store.sessions))
-    return web.Response(body=metrics.render(), headers={"Content-Type": CONTENT_TYPE_LATEST})
+    return count_request

@@ -9,8 +9,8 @@ from typing import Any
 from aiohttp import web
 
 from agentic import keys
+from agentic.ids import parse_session_id
 from agentic.logs import session_id_var
-from agentic.sessions.ids import parse_session_id
 from agentic.sessions.models import SessionRecord
 from agentic.web.errors import ApiError
 

@@ -41,7 +41,7 @@ async def list_sessions(request: web.Request) -> web.Response:
     """Newest activity first, `limit` at a time; `next_cursor` fetches the next page."""
     manager = request.app[keys.sessions_key]
     caller = header_session_id(request)
-    if caller is not None and caller not in manager.store.sessions:
+    if caller is not None and not manager.exists(caller):
         caller = None
     admin = is_admin(request)
     listing = await manager.listing(_page_limit(request), _cursor(request))
@@ -78,13 +78,13 @@ def _cursor(request: web.Request) -> ListingKey | None:
 
 
 def stats_json(request: web.Request, listing: Listing) -> dict:
-    store = request.app[keys.store_key]
+    stats = request.app[keys.sessions_key].stats
     return {
         "active_sessions": listing.active,
-        "total_created": store.stats.total_created,
-        "expired": store.stats.expired,
+        "total_created": stats.total_created,
+        "expired": stats.expired,
         "connected_websockets": len(request.app[keys.websockets_key]),
-        "total_messages": store.stats.total_messages,
+        "total_messages": stats.total_messages,
         "uploads_bytes": listing.uploads_bytes,
         "by_client": listing.by_client,
     }
@@ -100,7 +100,7 @@ async def patch_session(request: web.Request) -> web.Response:
     record = live_session(request)
     body = await read_json_object(request, {"system_prompt", "settings", "title"})
     settings = record.settings.updated(body["settings"]) if "settings" in body else None
-    await request.app[keys.store_key].update(
+    await request.app[keys.sessions_key].update(
         record,
         title=string_field(body, "title", MAX_TITLE_CHARS),
         system_prompt=string_field(body, "system_prompt", MAX_SYSTEM_PROMPT_CHARS),
@@ -127,5 +127,5 @@ async def delete_session(request: web.Request) -> web.Response:
 @routes.get("/sessions/{session_id}/messages", name="messages_list")
 async def list_messages(request: web.Request) -> web.Response:
     record = live_session(request)
-    messages = await request.app[keys.store_key].messages(record.session_id)
+    messages = await request.app[keys.sessions_key].messages(record.session_id)
     return web.json_response({"messages": [m.to_json() for m in messages]})

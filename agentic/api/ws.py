@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 from typing import Any
 
@@ -10,18 +11,20 @@ from aiohttp import WSCloseCode, WSMsgType, web
 
 from agentic import keys
 from agentic.api.requests import client_id_header, parse_json
-from agentic.chat.subscribers import SESSION_GONE_CLOSE_CODE, websocket_subscriber
+from agentic.chat.subscribers import Subscriber
 from agentic.config import MAX_WS_FRAME_BYTES
+from agentic.errors import DomainError, Malformed, NotFound
+from agentic.ids import parse_session_id
 from agentic.logs import session_id_var
-from agentic.sessions.ids import parse_session_id
 from agentic.sessions.models import SessionRecord
-from agentic.web.errors import ApiError
+from agentic.web.errors import ApiError, http_status
 from agentic.web.guard import require_origin
 
 log = logging.getLogger("agentic.ws")
 routes = web.RouteTableDef()
 
 CLOSE_BAD_SESSION_ID = 4400
+SESSION_GONE_CLOSE_CODE = 4404
 
 
 def _requested_session(request: web.Request) -> str | None:
@@ -41,6 +44,20 @@ def _parse_resume(raw: str | None) -> tuple[str, int] | None:
         return message_id, int(seq)
     except ValueError:
         return None
+
+
+def websocket_subscriber(ws: web.WebSocketResponse) -> Subscriber:
+    """A session's frames to this socket; a `session_closed` frame ends it with 4404."""
+
+    async def write(frame: dict[str, Any]) -> None:
+        await ws.send_str(json.dumps(frame, ensure_ascii=False))
+        if frame.get("type") == "session_closed":
+            await ws.close(code=SESSION_GONE_CLOSE_CODE, message=b"session deleted or expired")
+
+    async def broken() -> None:
+        await ws.close(code=WSCloseCode.TRY_AGAIN_LATER, message=b"reader too slow")
+
+    return Subscriber(write, broken)
 
 
 @routes.get("/ws", name="websocket")
@@ -99,13 +116,13 @@ async def _open_session(request: web.Request, ws: web.WebSocketResponse, request
     if not requested:
         try:
             return await manager.create(client_id)
-        except ApiError as exc:
+        except DomainError as exc:
             await _close_with_error(ws, WSCloseCode.TRY_AGAIN_LATER, _error(exc.code, exc.message))
             return None
     try:
         return manager.get_live(parse_session_id(requested.strip()))
-    except ApiError as exc:
-        code = CLOSE_BAD_SESSION_ID if exc.status == 400 else SESSION_GONE_CLOSE_CODE
+    except DomainError as exc:
+        code = CLOSE_BAD_SESSION_ID if isinstance(exc, Malformed) else SESSION_GONE_CLOSE_CODE
         await ws.close(code=code, message=exc.code.encode())
         return None
 
@@ -137,7 +154,7 @@ async def _handle_frame(request: web.Request, record: SessionRecord, subscriber,
     kind = frame.get("type")
     try:
         request.app[keys.sessions_key].get_live(record.session_id)
-    except ApiError:
+    except NotFound:
         subscriber.send(_error("session_not_found", "this session was deleted or has expired"))
         return
     if kind == "ping":
@@ -160,5 +177,5 @@ async def _start_chat(chat, record: SessionRecord, subscriber, frame: dict[str, 
         return
     try:
         await chat.start_turn(record, frame.get("content"), max_tokens, reply_to=reply_to)
-    except ApiError as exc:
-        subscriber.send(_error(exc.code, exc.message, reply_to=reply_to, status=exc.status))
+    except DomainError as exc:
+        subscriber.send(_error(exc.code, exc.message, reply_to=reply_to, status=http_status(exc)))

@@ -7,11 +7,10 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any, Awaitable, Callable
 
-from agentic.web.errors import ApiError
-from agentic.api.metrics import Metrics
 from agentic.chat.subscribers import Subscriber
 from agentic.chat.turns import Turn
 from agentic.engine.engine import Engine
+from agentic.errors import Busy, Conflict, Invalid, TooLarge, Unavailable
 from agentic.engine.types import EngineBusy, EngineNotReady, Sampling, TurnRequest
 from agentic.sessions.lifecycle import SessionManager
 from agentic.sessions.models import SessionRecord
@@ -20,6 +19,8 @@ log = logging.getLogger("agentic.chat")
 
 # (session, question) -> (text to add to the system prompt, the files/passages used)
 ContextProvider = Callable[[SessionRecord, str], Awaitable[tuple[str, list[dict[str, Any]]]]]
+# Called with each finished turn's usage (metrics count tokens and turns from it).
+UsageListener = Callable[[dict[str, Any]], None]
 
 
 @dataclass
@@ -30,15 +31,17 @@ class SessionHub:
 
 
 class ChatService:
-    def __init__(self, sessions: SessionManager, engine: Engine, metrics: Metrics, max_message_chars: int) -> None:
+    def __init__(self, sessions: SessionManager, engine: Engine, max_message_chars: int) -> None:
         self.sessions = sessions
-        self.store = sessions.store
         self.engine = engine
-        self.metrics = metrics
         self.max_message_chars = max_message_chars
         self.context_provider: ContextProvider | None = None
+        self._usage_listeners: list[UsageListener] = []
         self._hubs: dict[str, SessionHub] = {}
         self._pending_writes: set[asyncio.Task] = set()
+
+    def on_turn_finished(self, listener: UsageListener) -> None:
+        self._usage_listeners.append(listener)
 
     def hub(self, session_id: str) -> SessionHub:
         hub = self._hubs.get(session_id)
@@ -93,24 +96,24 @@ class ChatService:
     # -- turns ---------------------------------------------------------------------
     def check_message(self, content: Any) -> str:
         if not isinstance(content, str) or not content.strip():
-            raise ApiError(422, "invalid_field", "'content' must be a non-empty string")
+            raise Invalid("invalid_field", "'content' must be a non-empty string")
         if len(content) > self.max_message_chars:
-            raise ApiError(413, "message_too_large", f"message is longer than {self.max_message_chars} characters")
+            raise TooLarge("message_too_large", f"message is longer than {self.max_message_chars} characters")
         return content
 
     async def start_turn(self, record: SessionRecord, content: Any, max_tokens: int | None = None, reply_to: str | None = None, cancel_when_unwatched: bool = True) -> Turn:
         content = self.check_message(content)
         hub = self.hub(record.session_id)
         if hub.current is not None and not hub.current.done:
-            raise ApiError(409, "turn_in_progress", "a reply is already being generated for this session; stop it or wait")
+            raise Conflict("turn_in_progress", "a reply is already being generated for this session; stop it or wait")
         if not self.engine.ready:
-            raise ApiError(503, "model_not_ready", self.engine.load_error or "the model is still loading")
-        turn = Turn(record.session_id, reply_to, cancel_when_unwatched)
+            raise Unavailable("model_not_ready", self.engine.load_error or "the model is still loading")
+        turn = Turn(record.session_id, cancel_when_unwatched)
         hub.current = turn  # claimed before any await, so a second turn is refused
         try:
-            await self.store.add_message(record, "user", content)
+            await self.sessions.add_message(record, "user", content)
             if record.title == "New chat":
-                await self.store.update(record, title=content.strip().splitlines()[0][:60])
+                await self.sessions.update(record, title=content.strip().splitlines()[0][:60])
             messages = await self._conversation(record, content, turn)
             turn.request = TurnRequest(
                 session_id=record.session_id, messages=messages,
@@ -121,10 +124,10 @@ class ChatService:
             self.engine.submit(turn.request)
         except EngineBusy as exc:
             self._abandon(hub, turn)
-            raise ApiError(429, "busy", f"the server is busy: {exc}") from None
+            raise Busy("busy", f"the server is busy: {exc}") from None
         except EngineNotReady as exc:
             self._abandon(hub, turn)
-            raise ApiError(503, "model_not_ready", str(exc)) from None
+            raise Unavailable("model_not_ready", str(exc)) from None
         except BaseException:
             self._abandon(hub, turn)
             raise
@@ -143,7 +146,7 @@ class ChatService:
             extra, turn.file_sources = await self.context_provider(record, question)
             if extra:
                 system = f"{system}\n\n{extra}".strip()
-        history = [{"role": m.role, "content": m.content} for m in await self.store.messages(record.session_id)]
+        history = [{"role": m.role, "content": m.content} for m in await self.sessions.messages(record.session_id)]
         return ([{"role": "system", "content": system}] if system else []) + history
 
     def _send(self, turn: Turn, body: dict[str, Any]) -> None:
@@ -171,13 +174,14 @@ class ChatService:
         """Store the reply (also a partial one), then tell the watchers."""
         hub = self.hub(turn.session_id)
         try:
-            record = self.store.sessions.get(turn.session_id)
+            record = self.sessions.find(turn.session_id)
             if usage is not None:
                 if turn.file_sources:
                     usage["files"] = turn.file_sources
-                self._observe(usage)
+                for listener in self._usage_listeners:
+                    listener(usage)
                 if record is not None and (turn.text or usage["finish_reason"] != "cancelled"):
-                    message = await self.store.add_message(record, "assistant", turn.text, usage, message_id=turn.message_id)
+                    message = await self.sessions.add_message(record, "assistant", turn.text, usage, message_id=turn.message_id)
                     self._send(turn, {"type": "done", "message": message.to_json(), "usage": usage})
                 else:
                     self._send(turn, {"type": "done", "message": None, "usage": usage})
@@ -189,13 +193,6 @@ class ChatService:
                 turn.finished.set_result(usage)
             if not hub.subscribers:
                 self._hubs.pop(turn.session_id, None)
-
-    def _observe(self, usage: dict[str, Any]) -> None:
-        self.metrics.turns.labels(usage["finish_reason"]).inc()
-        self.metrics.tokens_generated.inc(usage.get("completion_tokens", 0))
-        self.metrics.tokens_prefilled.inc(usage.get("prefill_tokens", 0))
-        if usage.get("completion_tokens"):
-            self.metrics.ttft.observe(usage["ttft_ms"] / 1000)
 
     def stop(self, session_id: str) -> bool:
         hub = self._hubs.get(session_id)
@@ -214,7 +211,7 @@ class ChatService:
     # -- session-wide actions ------------------------------------------------------
     async def clear(self, record: SessionRecord) -> None:
         await self._stop_and_wait(record.session_id)
-        await self.store.clear_messages(record)
+        await self.sessions.clear_messages(record)
         hub = self._hubs.get(record.session_id)
         if hub is not None:
             hub.last = None

@@ -4,16 +4,12 @@ so a slow or stalled reader is cut off instead of slowing the engine or other se
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 from typing import Any, Awaitable, Callable
-
-from aiohttp import WSCloseCode, web
 
 log = logging.getLogger("agentic.chat")
 
 QUEUE_LIMIT = 2048
-SESSION_GONE_CLOSE_CODE = 4404
 
 
 class Subscriber:
@@ -62,15 +58,3 @@ class Subscriber:
     def cancel(self) -> None:
         self.closed = True
         self._task.cancel()
-
-
-def websocket_subscriber(ws: web.WebSocketResponse) -> Subscriber:
-    async def write(frame: dict[str, Any]) -> None:
-        await ws.send_str(json.dumps(frame, ensure_ascii=False))
-        if frame.get("type") == "session_closed":
-            await ws.close(code=SESSION_GONE_CLOSE_CODE, message=b"session deleted or expired")
-
-    async def broken() -> None:
-        await ws.close(code=WSCloseCode.TRY_AGAIN_LATER, message=b"reader too slow")
-
-    return Subscriber(write, broken)

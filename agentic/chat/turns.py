@@ -10,10 +10,9 @@ from agentic.engine.types import TurnRequest
 
 
 class Turn:
-    def __init__(self, session_id: str, reply_to: str | None, cancel_when_unwatched: bool) -> None:
+    def __init__(self, session_id: str, cancel_when_unwatched: bool) -> None:
         self.session_id = session_id
         self.message_id = str(uuid.uuid4())
-        self.reply_to = reply_to
         self.cancel_when_unwatched = cancel_when_unwatched
         self.frames: list[dict[str, Any]] = []
         self.parts: list[str] = []

@@ -7,17 +7,17 @@ import heapq
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Awaitable, Callable
+from typing import Any, Awaitable, Callable
 
-from agentic.api.metrics import Metrics
-from agentic.sessions.ids import new_session_id
-from agentic.sessions.models import ChatSettings, SessionRecord, now
-from agentic.sessions.store import SessionStore
-from agentic.web.errors import ApiError
+from agentic.errors import Busy, NotFound
+from agentic.ids import new_session_id
+from agentic.sessions.models import ChatSettings, FileRecord, Message, SessionRecord, now
+from agentic.sessions.store import SessionStore, StoreStats
 
 log = logging.getLogger("agentic.sessions")
 
 RemovalHook = Callable[[str], Awaitable[None]]
+Listener = Callable[[SessionRecord], None]
 
 MAX_TITLE_CHARS = 200
 MAX_SYSTEM_PROMPT_CHARS = 8000
@@ -45,18 +45,29 @@ class Listing:
 
 
 class SessionManager:
-    def __init__(self, store: SessionStore, uploads_dir: Path, kv_dir: Path, timeout_s: float, metrics: Metrics, max_sessions: int) -> None:
+    """The one entry to session data: views, chat and uploads read and change sessions through it,
+    never through the store, so expiry, limits and the listeners see every change."""
+
+    def __init__(self, store: SessionStore, kv_dir: Path, timeout_s: float, max_sessions: int) -> None:
         self.store = store
         self.max_sessions = max_sessions
-        self.uploads_dir = uploads_dir
         self.kv_dir = kv_dir
         self.timeout_s = timeout_s
-        self.metrics = metrics
         self._removal_hooks: list[RemovalHook] = []
+        self._created_listeners: list[Listener] = []
+        self._expired_listeners: list[Listener] = []
 
     def on_removed(self, hook: RemovalHook) -> None:
         """Run `hook(session_id)` whenever a session is deleted or expires."""
         self._removal_hooks.append(hook)
+
+    def on_created(self, listener: Listener) -> None:
+        """Call `listener(record)` after each session is created (metrics count them)."""
+        self._created_listeners.append(listener)
+
+    def on_expired(self, listener: Listener) -> None:
+        """Call `listener(record)` after a session is removed by expiry."""
+        self._expired_listeners.append(listener)
 
     def is_expired(self, record: SessionRecord) -> bool:
         return record.expires_at(self.timeout_s) <= now()
@@ -64,18 +75,55 @@ class SessionManager:
     def get_live(self, session_id: str, touch: bool = True) -> SessionRecord:
         record = self.store.sessions.get(session_id)
         if record is None or self.is_expired(record):
-            raise ApiError(404, "session_not_found", "unknown or expired session")
+            raise NotFound("session_not_found", "unknown or expired session")
         if touch:
             self.store.touch(record)
         return record
 
     async def create(self, client_id: str | None = None, system_prompt: str = "", settings: ChatSettings | None = None, title: str | None = None) -> SessionRecord:
         if len(self.store.sessions) >= self.max_sessions:
-            raise ApiError(429, "too_many_sessions", f"the server holds its maximum of {self.max_sessions} sessions; delete one or wait for one to expire")
+            raise Busy("too_many_sessions", f"the server holds its maximum of {self.max_sessions} sessions; delete one or wait for one to expire")
         record = await self.store.create(new_session_id(), client_id, system_prompt, settings or ChatSettings(), title or "New chat")
-        self.metrics.sessions_created.inc()
+        for listener in self._created_listeners:
+            listener(record)
         log.info("session created", extra={"session_id": record.session_id})
         return record
+
+    @property
+    def stats(self) -> StoreStats:
+        return self.store.stats
+
+    def count(self) -> int:
+        """Sessions held, expired ones not yet cleaned up included."""
+        return len(self.store.sessions)
+
+    def exists(self, session_id: str) -> bool:
+        return session_id in self.store.sessions
+
+    def records(self) -> list[SessionRecord]:
+        return list(self.store.records())
+
+    def find(self, session_id: str) -> SessionRecord | None:
+        """The session if it is still held, without refreshing it (a turn finishing after a delete)."""
+        return self.store.sessions.get(session_id)
+
+    async def update(self, record: SessionRecord, *, title: str | None = None, system_prompt: str | None = None, settings: ChatSettings | None = None) -> None:
+        await self.store.update(record, title=title, system_prompt=system_prompt, settings=settings)
+
+    async def add_message(self, record: SessionRecord, role: str, content: str, usage: dict[str, Any] | None = None, message_id: str | None = None) -> Message:
+        return await self.store.add_message(record, role, content, usage, message_id)
+
+    async def messages(self, session_id: str) -> list[Message]:
+        return await self.store.messages(session_id)
+
+    async def clear_messages(self, record: SessionRecord) -> None:
+        await self.store.clear_messages(record)
+
+    async def add_file(self, record: SessionRecord, file: FileRecord) -> None:
+        await self.store.add_file(record, file)
+
+    async def remove_file(self, record: SessionRecord, name: str) -> None:
+        await self.store.remove_file(record, name)
 
     async def listing(self, limit: int, after: ListingKey | None = None) -> Listing:
         """The `limit` live sessions after `after` in listing order. Built in slices with an await
@@ -118,8 +166,8 @@ class SessionManager:
                 await hook(session_id)
             except Exception:
                 log.exception("session removal hook failed", extra={"session_id": session_id})
-        if expired:
-            self.metrics.sessions_expired.inc()
+        for listener in self._expired_listeners if expired else ():
+            listener(record)
         log.info("session %s", "expired" if expired else "deleted", extra={"session_id": session_id})
         return True
 

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field, fields
 from datetime import datetime, timezone
 from typing import Any
 
-from agentic.web.errors import ApiError
+from agentic.errors import Invalid
 
 
 def iso(ts: float) -> str:
@@ -37,18 +37,18 @@ class ChatSettings:
 
     def updated(self, changes: Any) -> "ChatSettings":
         if not isinstance(changes, dict):
-            raise ApiError(422, "invalid_field", "settings must be an object")
+            raise Invalid("invalid_field", "settings must be an object")
         values = self.to_json()
         for name, value in changes.items():
             if name not in values:
-                raise ApiError(422, "invalid_field", f"unknown setting {name!r}")
+                raise Invalid("invalid_field", f"unknown setting {name!r}")
             values[name] = _checked_flag(name, value) if name in self.FLAGS else _checked_setting(name, value, self.LIMITS[name])
         return ChatSettings(**values)
 
 
 def _checked_flag(name: str, value: Any) -> bool:
     if not isinstance(value, bool):
-        raise ApiError(422, "invalid_field", f"setting {name!r} must be a boolean")
+        raise Invalid("invalid_field", f"setting {name!r} must be a boolean")
     return value
 
 
@@ -59,10 +59,10 @@ def _checked_setting(name: str, value: Any, limits: tuple[float, float]) -> Any:
     ok_type = isinstance(value, int) if want_int else isinstance(value, (int, float))
     if isinstance(value, bool) or not ok_type:
         kind = "an integer" if want_int else "a number"
-        raise ApiError(422, "invalid_field", f"setting {name!r} must be {kind}")
+        raise Invalid("invalid_field", f"setting {name!r} must be {kind}")
     low, high = limits
     if not low <= value <= high:
-        raise ApiError(422, "invalid_field", f"setting {name!r} must be between {low} and {high}")
+        raise Invalid("invalid_field", f"setting {name!r} must be between {low} and {high}")
     return value
 
 

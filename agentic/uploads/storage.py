@@ -12,14 +12,13 @@ import logging
 import time
 import uuid
 from pathlib import Path
-from typing import Any, Awaitable, Callable
+from typing import Any, AsyncIterable, Awaitable, Callable, Protocol
 
 import aiofiles
 import aiofiles.os
-from aiohttp import BodyPartReader, MultipartReader
 
-from agentic.web.errors import ApiError
 from agentic.config import UploadSettings
+from agentic.errors import Invalid, NotFound, TooLarge, Unsupported
 from agentic.sessions.lifecycle import SessionManager
 from agentic.sessions.models import FileRecord, SessionRecord, now
 from agentic.uploads.folders import UploadFolders
@@ -34,17 +33,26 @@ CHUNK = 64 * 1024
 SNIFF_BYTES = 8192
 
 
+class IncomingFile(Protocol):
+    """One file of an upload as it arrives (the web layer's multipart part)."""
+
+    @property
+    def filename(self) -> str | None: ...
+
+    async def read_chunk(self, size: int) -> bytes: ...
+
+
 class UploadService:
     def __init__(self, settings: UploadSettings, sessions: SessionManager, uploads_dir: Path, text_dir: Path) -> None:
         self.settings = settings
-        self.store = sessions.store
+        self.sessions = sessions
         self.folders = UploadFolders(uploads_dir, text_dir)
         self.extractor = Extractor(settings)
         self.on_change: Callable[[SessionRecord], Awaitable[None]] | None = None
 
     async def start(self) -> None:
         """Before the server takes requests: sweep what no live session owns."""
-        await asyncio.to_thread(self.folders.sweep, list(self.store.records()))
+        await asyncio.to_thread(self.folders.sweep, self.sessions.records())
 
     async def session_removed(self, session_id: str) -> None:
         await asyncio.to_thread(self.folders.remove_session, session_id)
@@ -53,34 +61,34 @@ class UploadService:
         self.extractor.close()
 
     # -- receiving ---------------------------------------------------------------
-    async def receive(self, record: SessionRecord, reader: MultipartReader) -> list[FileRecord]:
+    async def receive(self, record: SessionRecord, parts: AsyncIterable[IncomingFile]) -> list[FileRecord]:
         folder = self.folders.files(record.session_id)
         await aiofiles.os.makedirs(folder, exist_ok=True)
         received: list[FileRecord] = []
         try:
-            while (part := await reader.next()) is not None:
-                if not isinstance(part, BodyPartReader) or part.filename is None:
-                    raise ApiError(422, "invalid_field", "every part of the upload must be a file")
+            async for part in parts:
+                if part.filename is None:
+                    raise Invalid("invalid_field", "every part of the upload must be a file")
                 if len(received) >= self.settings.max_files_per_upload:
-                    raise ApiError(413, "too_many_files", f"at most {self.settings.max_files_per_upload} files per upload")
+                    raise TooLarge("too_many_files", f"at most {self.settings.max_files_per_upload} files per upload")
                 if len(record.files) + len(received) >= self.settings.max_files_per_session:
-                    raise ApiError(413, "too_many_files", f"a session holds at most {self.settings.max_files_per_session} files")
+                    raise TooLarge("too_many_files", f"a session holds at most {self.settings.max_files_per_session} files")
                 received.append(await self._receive_part(record, part, folder, received))
         except BaseException:
             for file in received:  # an upload is all or nothing
                 await self._remove(record, file.name)
             raise
         if not received:
-            raise ApiError(422, "invalid_field", "no file in the upload")
+            raise Invalid("invalid_field", "no file in the upload")
         await self._changed(record)
         return received
 
-    async def _receive_part(self, record: SessionRecord, part: BodyPartReader, folder: Path, received: list[FileRecord]) -> FileRecord:
+    async def _receive_part(self, record: SessionRecord, part: IncomingFile, folder: Path, received: list[FileRecord]) -> FileRecord:
         name = sanitize_filename(part.filename)
         head = await part.read_chunk(SNIFF_BYTES)
         kind = classify(name, head)
         if kind is None:
-            raise ApiError(415, "file_type_refused", f"{name!r}: this file type is not accepted (text, source code, csv, json, pdf, xlsx, pptx, docx are)")
+            raise Unsupported("file_type_refused", f"{name!r}: this file type is not accepted (text, source code, csv, json, pdf, xlsx, pptx, docx are)")
         room = self.settings.max_session_bytes - sum(f.size for f in record.files.values()) - sum(f.size for f in received)
         limit = min(self.settings.max_file_bytes, room)
         tmp = folder / f".incoming-{uuid.uuid4().hex}{Path(name).suffix}"  # libraries go by the extension
@@ -93,11 +101,11 @@ class UploadService:
         except BaseException:
             await asyncio.to_thread(tmp.unlink, True)
             raise
-        await self.store.add_file(record, file)
+        await self.sessions.add_file(record, file)
         log.info("file stored: %s (%d bytes, %d chars)", final, size, file.extracted_chars)
         return file
 
-    async def _write(self, part: BodyPartReader, head: bytes, tmp: Path, limit: int, name: str) -> tuple[int, str]:
+    async def _write(self, part: IncomingFile, head: bytes, tmp: Path, limit: int, name: str) -> tuple[int, str]:
         digest = hashlib.sha256()
         size = 0
         try:
@@ -106,7 +114,7 @@ class UploadService:
                 while chunk:
                     size += len(chunk)
                     if size > limit:
-                        raise ApiError(413, "file_too_large", self._too_large_message(name, limit))
+                        raise TooLarge("file_too_large", self._too_large_message(name, limit))
                     digest.update(chunk)
                     await out.write(chunk)
                     chunk = await part.read_chunk(CHUNK)
@@ -128,7 +136,7 @@ class UploadService:
             try:
                 file.extracted_chars = await self._extract_new(session_id, file, path, kind)
             except ExtractionRefused as exc:
-                raise ApiError(413, "archive_too_large", f"{file.name!r} was refused as a zip bomb: {exc}") from None
+                raise TooLarge("archive_too_large", f"{file.name!r} was refused as a zip bomb: {exc}") from None
             except ExtractionFailed as exc:
                 file.status, file.note = "unreadable", str(exc)
                 return
@@ -161,7 +169,7 @@ class UploadService:
     def path_of(self, record: SessionRecord, name: str) -> tuple[FileRecord, Path]:
         file = record.files.get(name)
         if file is None:
-            raise ApiError(404, "file_not_found", "no such file in this session")
+            raise NotFound("file_not_found", "no such file in this session")
         return file, inside(self.folders.files(record.session_id), file.name)
 
     async def delete(self, record: SessionRecord, name: str) -> None:
@@ -172,7 +180,7 @@ class UploadService:
     async def _remove(self, record: SessionRecord, name: str) -> None:
         path = inside(self.folders.files(record.session_id), name)
         file = record.files.get(name)
-        await self.store.remove_file(record, name)
+        await self.sessions.remove_file(record, name)
         await asyncio.to_thread(path.unlink, True)
         if file is not None and all(other.sha256 != file.sha256 for other in record.files.values()):
             await asyncio.to_thread(self.folders.text(record.session_id, file.sha256).unlink, True)

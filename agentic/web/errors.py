@@ -7,6 +7,8 @@ from typing import Any, Awaitable, Callable
 
 from aiohttp import web
 
+from agentic.errors import Busy, Conflict, DomainError, Invalid, Malformed, NotFound, TooLarge, Unavailable, Unsupported
+
 log = logging.getLogger("agentic.web")
 
 _CODES_BY_STATUS = {
@@ -23,6 +25,27 @@ _CODES_BY_STATUS = {
     502: "backend_unreachable",
     503: "not_ready",
 }
+
+# The one place a domain error becomes an HTTP status.
+_STATUS_BY_ERROR: dict[type[DomainError], int] = {
+    Malformed: 400,
+    NotFound: 404,
+    Conflict: 409,
+    TooLarge: 413,
+    Unsupported: 415,
+    Invalid: 422,
+    Busy: 429,
+    Unavailable: 503,
+}
+
+
+def http_status(exc: BaseException) -> int:
+    """The status an error is answered with: its own for HTTP errors, the kind's for domain errors, else 500."""
+    if isinstance(exc, web.HTTPException):
+        return exc.status
+    if isinstance(exc, DomainError):
+        return next((status for kind, status in _STATUS_BY_ERROR.items() if isinstance(exc, kind)), 400)
+    return 500
 
 
 class ApiError(web.HTTPException):
@@ -70,6 +93,8 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
 def _error_response(request: web.Request, exc: Exception) -> web.StreamResponse:
     if isinstance(exc, ApiError):
         raise exc
+    if isinstance(exc, DomainError):
+        return json_error(http_status(exc), exc.code, exc.message)
     if isinstance(exc, web.HTTPException):
         if exc.status < 400:
             raise exc

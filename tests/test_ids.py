@@ -2,8 +2,9 @@ import uuid
 
 import pytest
 
-from agentic.web.errors import ApiError
-from agentic.sessions.ids import new_session_id, parse_session_id
+from agentic.errors import Malformed
+from agentic.ids import new_session_id, parse_session_id
+from agentic.web.errors import http_status
 
 
 def test_new_ids_are_uuid4():
@@ -13,9 +14,9 @@ def test_new_ids_are_uuid4():
 @pytest.mark.parametrize("raw", ["", "abc", "../../etc/passwd", "0" * 36, "{12345678-1234-1234-1234-123456789012}",
                                  "12345678123412341234123456789012", "12345678-1234-1234-1234-12345678901\x00", None])
 def test_malformed_ids_are_refused(raw):
-    with pytest.raises(ApiError) as exc:
+    with pytest.raises(Malformed) as exc:
         parse_session_id(raw)
-    assert exc.value.status == 400
+    assert http_status(exc.value) == 400
 
 
 def test_ids_are_canonicalised():
