@@ -110,7 +110,6 @@ class ClientSettings:
     host: str = "127.0.0.1"
     data_dir: Path = Path("data")
     cookie_key: str | None = None
-    main_port: int = 8000
     allowed_hosts: tuple[str, ...] = ()
 
     @property

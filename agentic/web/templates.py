@@ -3,13 +3,27 @@ headers. Shared by the main server and client N's frontend, so neither imports t
 
 from __future__ import annotations
 
+import sysconfig
 from pathlib import Path
 
 import aiohttp_jinja2
 import jinja2
 from aiohttp import web
 
-ROOT = Path(__file__).resolve().parents[2]
+# templates/ and static/ live at the top of the repository; a wheel installs them as data
+# files under <prefix>/share/agentic (setup.cfg). A checkout or an editable install uses its own.
+ASSET_ROOTS = (Path(__file__).resolve().parents[2], Path(sysconfig.get_path("data")) / "share" / "agentic")
+
+
+def asset_root(roots: tuple[Path, ...] = ASSET_ROOTS) -> Path:
+    """The first of `roots` that holds the page's templates."""
+    for root in roots:
+        if (root / "templates" / "chat.html").is_file():
+            return root
+    raise FileNotFoundError(f"templates/chat.html is in none of {', '.join(map(str, roots))}")
+
+
+ROOT = asset_root()
 STATIC_DIR = ROOT / "static"
 TEMPLATES_DIR = ROOT / "templates"
 
