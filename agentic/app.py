@@ -66,7 +66,7 @@ async def store_ctx(app: web.Application) -> AsyncIterator[None]:
     store = SessionStore(settings.db_path)
     await store.open()
     app[keys.store_key] = store
-    app[keys.sessions_key] = SessionManager(store, settings.kv_dir, settings.session_timeout_s, settings.max_sessions)
+    app[keys.sessions_key] = SessionManager(store, settings.session_timeout_s, settings.max_sessions)
     yield
     await store.close()
 
@@ -95,6 +95,7 @@ async def services_ctx(app: web.Application) -> AsyncIterator[None]:
     uploads.on_change = lambda record: _broadcast_files(chat, record)
     manager.on_removed(chat.session_removed)
     manager.on_removed(engine.drop_session)
+    manager.on_sweep(engine.remove_orphans)
     manager.on_removed(uploads.session_removed)
     app[keys.chat_key] = chat
     app[keys.uploads_key] = uploads

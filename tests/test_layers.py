@@ -55,6 +55,8 @@ MAY_NOT_USE = {
     "chat": WEB_FRAMEWORK | HEAVY,
     "web": HEAVY,
     "proxy": HEAVY,
+    "api": {"llama_cpp"},
+    "app": {"llama_cpp"},
 }
 
 

@@ -87,6 +87,12 @@ class Engine:
         self.scheduler.drop_session(session_id, lambda: done.done() or done.set_result(None))
         await done
 
+    def remove_orphans(self, live: set[str]) -> None:
+        """Delete saved model state of sessions that are gone (a crash mid-delete). Blocking."""
+        for state in self.kv_dir.glob("*.kv") if self.kv_dir.is_dir() else ():
+            if state.stem not in live:
+                state.unlink(missing_ok=True)
+
     def clamp_max_tokens(self, requested: int | None) -> int:
         value = requested or self.settings.default_max_tokens
         return max(1, min(value, self.settings.max_tokens_cap, self.settings.ctx_per_session // 2))

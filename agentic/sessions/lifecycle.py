@@ -6,7 +6,6 @@ import asyncio
 import heapq
 import logging
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Awaitable, Callable
 
 from agentic.errors import Busy, NotFound
@@ -18,6 +17,7 @@ log = logging.getLogger("agentic.sessions")
 
 RemovalHook = Callable[[str], Awaitable[None]]
 Listener = Callable[[SessionRecord], None]
+Sweeper = Callable[[set[str]], None]
 
 MAX_TITLE_CHARS = 200
 MAX_SYSTEM_PROMPT_CHARS = 8000
@@ -48,11 +48,11 @@ class SessionManager:
     """The one entry to session data: views, chat and uploads read and change sessions through it,
     never through the store, so expiry, limits and the listeners see every change."""
 
-    def __init__(self, store: SessionStore, kv_dir: Path, timeout_s: float, max_sessions: int) -> None:
+    def __init__(self, store: SessionStore, timeout_s: float, max_sessions: int) -> None:
         self.store = store
         self.max_sessions = max_sessions
-        self.kv_dir = kv_dir
         self.timeout_s = timeout_s
+        self._sweepers: list[Sweeper] = []
         self._removal_hooks: list[RemovalHook] = []
         self._created_listeners: list[Listener] = []
         self._expired_listeners: list[Listener] = []
@@ -64,6 +64,11 @@ class SessionManager:
     def on_created(self, listener: Listener) -> None:
         """Call `listener(record)` after each session is created (metrics count them)."""
         self._created_listeners.append(listener)
+
+    def on_sweep(self, sweeper: Sweeper) -> None:
+        """Run `sweeper(live_session_ids)` in a thread after each cleanup, so the owner of a
+        session's data removes what no live session owns (left by a crash mid-delete)."""
+        self._sweepers.append(sweeper)
 
     def on_expired(self, listener: Listener) -> None:
         """Call `listener(record)` after a session is removed by expiry."""
@@ -176,15 +181,9 @@ class SessionManager:
         for session_id in expired:
             await self.remove(session_id, expired=True)
         await self.store.flush_activity()
-        await asyncio.to_thread(self._remove_orphans, set(self.store.sessions))
+        for sweeper in self._sweepers:
+            await asyncio.to_thread(sweeper, set(self.store.sessions))
         return len(expired)
-
-    def _remove_orphans(self, live: set[str]) -> None:
-        """Saved model state whose session is gone (e.g. a crash mid-delete)."""
-        if self.kv_dir.is_dir():
-            for state in self.kv_dir.glob("*.kv"):
-                if state.stem not in live:
-                    state.unlink(missing_ok=True)
 
     async def run_cleanup_loop(self, interval_s: float) -> None:
         while True:

@@ -62,3 +62,18 @@ async def test_orphan_upload_folders_are_removed(aiohttp_client, tmp_path):
     await aiohttp_client(create_app(settings))
     await asyncio.sleep(0.2)
     assert not orphan.exists()
+
+
+async def test_orphan_saved_model_state_is_removed_by_the_cleanup(aiohttp_client, tmp_path):
+    settings = make_settings(tmp_path / "d", cleanup_interval_s=0.05)
+    client = await aiohttp_client(create_app(settings))
+    sid = (await new_session(client))["session_id"]
+    settings.kv_dir.mkdir(parents=True, exist_ok=True)
+    live, orphan = settings.kv_dir / f"{sid}.kv", settings.kv_dir / "0b5c4a4e-0000-4000-8000-000000000000.kv"
+    live.write_bytes(b"state")
+    orphan.write_bytes(b"left by a crash")
+    for _ in range(40):
+        if not orphan.exists():
+            break
+        await asyncio.sleep(0.05)
+    assert not orphan.exists() and live.exists()
