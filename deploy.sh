@@ -8,8 +8,11 @@
 #   ./deploy.sh logs main|client N   follow a log (--no-follow prints the tail)
 #   ./deploy.sh test [pytest args]   install dev extras and run the whole test suite
 #   ./deploy.sh setup                only create .venv and install
+#   ./deploy.sh engine               the container engine found: docker or podman, and its compose
+#   ./deploy.sh base-image           make localhost/agentic-base:bookworm with mmdebstrap (no registry needed)
 #   ./deploy.sh llama-cmake-args     the CMAKE_ARGS llama.cpp is built with here (llama-build-key, llama-wheel)
-# Flags: --docker (use docker compose), --native (never). Default: docker when an engine answers.
+# Flags: --docker (containers: docker compose or podman-compose), --native (never). Default: containers
+#   when an engine answers.
 # Build: llama.cpp is compiled once per version, CMAKE_ARGS and CPU into ~/.cache/agentic/wheels;
 #   AMX kernels are left out on x86-64 unless AGENTIC_ALLOW_AMX=1; CMAKE_ARGS adds your own flags.
 set -euo pipefail
@@ -318,8 +321,10 @@ cmd_base_image() {
             "deb $DEBIAN_MIRROR/debian-security bookworm-security main" >"$dir/log" 2>&1; then
         tail -n 20 "$dir/log" >&2; rm -rf "$dir"; die "mmdebstrap failed (above: the end of its log)"
     fi
-    "$ENGINE" import --change "ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin" \
-        "$dir/base.tar" "$BASE_IMAGE_LOCAL" >/dev/null
+    if ! "$ENGINE" import --change "ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin" \
+            "$dir/base.tar" "$BASE_IMAGE_LOCAL" >"$dir/log" 2>&1; then
+        cat "$dir/log" >&2; rm -rf "$dir"; die "importing $BASE_IMAGE_LOCAL failed"
+    fi
     rm -rf "$dir"
 }
 
@@ -562,6 +567,6 @@ case "${1:-help}" in
     llama-cmake-args) llama_cmake_args ;;
     llama-build-key) llama_build_key ;;
     llama-wheel) [[ -x "$PY" ]] || die "run ./deploy.sh setup first"; llama_wheel ;;
-    help|-h|--help) sed -n '2,15p' "$0" | sed 's/^# \{0,1\}//' ;;
+    help|-h|--help) sed -n '2,/^set -euo/p' "$0" | sed '$d' | sed 's/^# \{0,1\}//' ;;
     *) die "unknown command '$1' (try ./deploy.sh help)" ;;
 esac

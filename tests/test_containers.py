@@ -1,4 +1,5 @@
-"""The container files, checked by parsing (no container engine here) and by `docker compose config` where it exists."""
+"""The container files, checked by parsing and by the compose tools' own `config` where they exist.
+Real containers: tests/containers/test_containers_e2e.py."""
 
 from __future__ import annotations
 
@@ -31,8 +32,8 @@ def interpolate(text: str, env: dict[str, str]) -> str:
 
 def load(name: str, env: dict[str, str]) -> dict:
     doc = yaml.safe_load(interpolate((CONTAINERS / name).read_text(), env))
-    for service in doc["services"].values():  # compose passes every environment value as a string
-        service["environment"] = {k: "" if v is None else str(v) for k, v in service.get("environment", {}).items()}
+    for service in doc["services"].values():  # compose passes values as strings; a key without one comes from the caller's environment
+        service["environment"] = {k: env.get(k, "") if v is None else str(v) for k, v in service.get("environment", {}).items()}
     return doc
 
 
@@ -48,7 +49,7 @@ def test_client_compose_ports_names_and_env(n):
     assert service["container_name"] == f"agentic-backend-proxy-{n}"
     assert service["ports"] == [f"127.0.0.1:{8500 + n}:{8500 + n}", f"127.0.0.1:{8000 + n}:{8000 + n}"]
     env = service["environment"]
-    assert env["CLIENT_ID"] == f"client-{n}" and env["CLIENT_NUMBER"] == str(n)
+    assert env["CLIENT_ID"] == "" and env["CLIENT_NUMBER"] == str(n)  # empty: the app names it client-N
     assert env["BACKEND_URL"] == "http://agentic-main-server:8000" and env["SESSION_TIMEOUT"] == "60"
     assert service["restart"] == "unless-stopped" and "healthcheck" in service
     assert doc["networks"]["agentic"]["external"] is True
@@ -75,8 +76,9 @@ def test_main_compose_gpu_reservation_volume_and_health():
     assert devices == [{"driver": "nvidia", "count": 1, "capabilities": ["gpu"]}]
     assert service["volumes"] == ["agentic-data:/data"] and "agentic-data" in doc["volumes"]
     assert service["environment"]["SESSION_TIMEOUT"] == "60"
-    assert service["healthcheck"]["test"][-1].endswith("/health")
+    assert "/health" in service["healthcheck"]["test"][-1]
     assert service["container_name"] == "agentic-main-server"
+    assert doc["networks"]["agentic"] == {"name": "agentic", "external": True}  # deploy.sh makes it, clients share it
     dockerfile = (CONTAINERS / "Dockerfile.main-gpu").read_text()
     assert "-DGGML_CUDA=on" in dockerfile
 
@@ -92,11 +94,40 @@ def test_images_run_as_a_user_and_bind_all_interfaces_inside_only():
         assert "USER agentic" in text and "HOST=0.0.0.0" in text, name
 
 
+def test_main_port_and_published_address_follow_deploy_sh():
+    service = load("docker-compose.main-server-cpu.yml", {"MAIN_PORT": "18000", "PUBLISH_HOST": "0.0.0.0"})["services"]["main-server"]
+    assert service["ports"] == ["0.0.0.0:18000:8000"]
+    assert service["environment"]["ALLOWED_HOSTS"].split(",")[0] == "agentic-main-server"  # the clients' Host header
+
+
+@pytest.mark.parametrize("dockerfile", ["Dockerfile.main-cpu", "Dockerfile.main-gpu"])
+def test_llama_cpp_layer_comes_before_the_code_and_is_portable(dockerfile):
+    lines = (CONTAINERS / dockerfile).read_text().splitlines()
+    llama = next(i for i, line in enumerate(lines) if "pip-install \"llama-cpp-python==" in line)
+    copies = [i for i, line in enumerate(lines) if line.startswith("COPY") and ("setup.cfg" in line or "agentic" in line)]
+    assert copies and llama < min(copies), "a code or dependency change would recompile llama.cpp"
+    text = "\n".join(line for line in lines if not line.lstrip().startswith("#"))
+    assert "-DGGML_NATIVE=OFF" in text and "march=native" not in text
+
+
+def test_requirements_split_keeps_the_engine_and_metrics_out_of_the_client():
+    from containers.requirements import requirement_name, requirements
+
+    setup_cfg = CONTAINERS.parent / "setup.cfg"
+    main = {requirement_name(r) for r in requirements(setup_cfg, "main")}
+    client = {requirement_name(r) for r in requirements(setup_cfg, "client")}
+    assert "llama-cpp-python" not in main and {"prometheus-client", "aiohttp"} <= main
+    assert client and client < main and not client & {"llama-cpp-python", "prometheus-client", "pypdf"}
+    with pytest.raises(ValueError):
+        requirements(setup_cfg, "gpu")
+
+
 @pytest.mark.skipif(shutil.which("docker") is None, reason="no docker client")
 def test_docker_compose_config_accepts_the_files():
-    probe = subprocess.run(["docker", "compose", "version"], capture_output=True)
-    if probe.returncode != 0:
+    # podman-compose 1.0 has no `config`; the container e2e test runs these files under it
+    if subprocess.run(["docker", "compose", "version"], capture_output=True).returncode != 0:
         pytest.skip("docker compose plugin not installed")
-    for name, env in (("docker-compose.main-server-gpu.yml", {}), ("docker-compose.client-server.yml", client_env(2))):
+    for name, env in (("docker-compose.main-server-gpu.yml", {}), ("docker-compose.main-server-cpu.yml", {}),
+                      ("docker-compose.client-server.yml", client_env(2))):
         result = subprocess.run(["docker", "compose", "-f", str(CONTAINERS / name), "config", "-q"], env={**env, "PATH": "/usr/bin:/bin"}, capture_output=True, text=True)
         assert result.returncode == 0, result.stderr
