@@ -44,6 +44,8 @@ class EngineSettings:
     default_max_tokens: int = 256
     max_queue: int = 64
     gpu_layers: int = 999
+    kv_budget_mb: int = 512
+    kv_ram_mb: int = 256
 
 
 @dataclass(frozen=True)
@@ -93,6 +95,10 @@ class Settings:
     @property
     def uploads_dir(self) -> Path:
         return self.data_dir / "uploads"
+
+    @property
+    def extracted_dir(self) -> Path:
+        return self.data_dir / "extracted"
 
     @property
     def kv_dir(self) -> Path:
@@ -151,6 +157,8 @@ def settings_from_env(env: Mapping[str, str] | None = None) -> Settings:
         parallel=_env_int(env, "N_PARALLEL", 8),
         ctx_per_session=_env_int(env, "CTX_PER_SESSION", 2048),
         max_queue=_env_int(env, "MAX_QUEUE", 64),
+        kv_budget_mb=_env_int(env, "KV_BUDGET_MB", 512),
+        kv_ram_mb=_env_int(env, "KV_RAM_MB", 256),
     )
     return Settings(
         host=env.get("HOST", "127.0.0.1"),

@@ -58,7 +58,8 @@ SCHEMAS: dict[str, Any] = {
         "files": {"type": "array", "items": _ref("File")}, "system_prompt": STR, "settings": _ref("Settings")}}]},
     "Message": {"type": "object", "properties": {"id": STR, "role": {"enum": ["user", "assistant", "system"]}, "content": STR, "created_at": TIME, "usage": _ref("Usage")}},
     "Usage": {"type": "object", "properties": {
-        "prompt_tokens": INT, "completion_tokens": INT, "cached_tokens": INT, "prefill_tokens": INT, "ttft_ms": NUM,
+        "prompt_tokens": INT, "completion_tokens": INT, "cached_tokens": INT, "prefill_tokens": INT,
+        "shared_tokens": {"type": "integer", "description": "prompt tokens taken from another session's cache (a shared system prompt) instead of computed"}, "ttft_ms": NUM,
         "tokens_per_s": NUM, "finish_reason": {"enum": ["stop", "length", "cancelled", "error"]},
         "trimmed_messages": INT, "restored_state": BOOL, "files": {"type": "array", "items": {"type": "object"}}}},
     "Stats": {"type": "object", "properties": {
@@ -102,7 +103,7 @@ def JSON_BODY(schema: dict[str, Any], required: bool = True) -> dict[str, Any]:
 
 PATHS: dict[str, dict[str, Any]] = {
     "/": {"get": _op("The chat page", {"200": {"description": "HTML page"}})},
-    "/health": {"get": _op("Server and model health", {"200": _json(_ref("Health")), "503": _json(_ref("Health"), "Model loading")})},
+    "/health": {"get": _op("Server and model health", {"200": _json(_ref("Health")), "503": _json(_ref("Health"), "Model loading, or not able to serve: `error` says why (load or self-check failed, the inference thread stopped)")})},
     "/docs": {"get": _op("This documentation, as a page", {"200": {"description": "HTML page"}})},
     "/openapi.json": {"get": _op("This document", {"200": {"description": "OpenAPI 3 JSON"}})},
     "/metrics": {"get": _op("Prometheus metrics", {"200": {"description": "Prometheus text format"}})},

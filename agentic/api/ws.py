@@ -84,6 +84,7 @@ async def websocket(request: web.Request) -> web.WebSocketResponse:
 
 async def _serve(request: web.Request, ws: web.WebSocketResponse, record: SessionRecord) -> None:
     session_id_var.set(record.session_id)
+    request.app[keys.engine_key].prefetch(record.session_id)  # its saved model state comes off disk before its first message
     sockets = request.app[keys.websockets_key]
     metrics = request.app[keys.metrics_key]
     chat = request.app[keys.chat_key]

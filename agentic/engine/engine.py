@@ -26,7 +26,14 @@ class Engine:
 
     @property
     def ready(self) -> bool:
-        return self.scheduler is not None
+        return self.scheduler is not None and self.scheduler.failure is None
+
+    @property
+    def error(self) -> str | None:
+        """Why the engine takes no turns: a failed load or self-check, or a dead inference thread."""
+        if self.scheduler is not None and self.scheduler.failure is not None:
+            return self.scheduler.failure
+        return self.load_error
 
     @property
     def model_name(self) -> str:
@@ -42,18 +49,23 @@ class Engine:
         """Load the model on a worker thread, then start the inference thread."""
         from agentic.engine.kv_store import KvStore
         from agentic.engine.model import LlamaModel
+        from agentic.engine.prefill import PrefillPolicy, measure_prefill_costs
         from agentic.engine.scheduler import Scheduler
+        from agentic.engine.self_check import run_self_check
 
         try:
             self.model = await asyncio.to_thread(LlamaModel, self.settings)
+            # A build that cannot run on this CPU fails here, at start, not at a person's first message.
+            await asyncio.to_thread(run_self_check, self.model)
         except Exception as exc:
             self.load_error = str(exc)
             log.error("model failed to load: %s", exc)
             self._loaded.set()
             return
         identity = f"{self.model.path.name}:{self.model.path.stat().st_size}:{self.model.n_ctx_seq}"
-        kv = KvStore(self.kv_dir, identity)
-        self.scheduler = Scheduler(self.model, kv, asyncio.get_running_loop(), self.settings.prefill_chunk)
+        kv = KvStore(self.kv_dir, identity, self.settings.kv_ram_mb * 2**20)
+        policy = PrefillPolicy(await asyncio.to_thread(measure_prefill_costs, self.model), self.settings.parallel)
+        self.scheduler = Scheduler(self.model, kv, asyncio.get_running_loop(), self.settings.prefill_chunk, self.settings.parallel, policy)
         # The inference thread comes back from each llama_decode needing the GIL; with the
         # default 5 ms switch interval it can wait that long behind the event loop every step.
         sys.setswitchinterval(SWITCH_INTERVAL_S)
@@ -72,15 +84,22 @@ class Engine:
             self.model = None
 
     def submit(self, req: TurnRequest) -> None:
-        if self.scheduler is None:
-            raise EngineNotReady(self.load_error or "the model is still loading")
+        if not self.ready:
+            raise EngineNotReady(self.error or "the model is still loading")
         if self.scheduler.waiting_count >= self.settings.max_queue:
             raise EngineBusy(f"{self.scheduler.waiting_count} turns are already waiting for the model")
+        self.scheduler.prefetch(req.session_id)
         self.scheduler.submit(req)
+
+    def prefetch(self, session_id: str) -> None:
+        """A session is about to be used (its socket connected, its page opened): start reading
+        its saved model state from disk into RAM, so its first turn does not wait for the disk."""
+        if self.scheduler is not None:
+            self.scheduler.prefetch(session_id)
 
     async def drop_session(self, session_id: str) -> None:
         """Forget a session's cached model state, in memory and on disk."""
-        if self.scheduler is None:
+        if self.scheduler is None or self.scheduler.failure is not None:  # no thread to ask
             (self.kv_dir / f"{session_id}.kv").unlink(missing_ok=True)
             return
         done = asyncio.get_running_loop().create_future()
@@ -111,6 +130,12 @@ class Engine:
             "turns_finished": c.turns_finished,
             "evictions": c.evictions,
             "restores": c.restores,
+            "prefix_shares": c.prefix_shares,
+            "tokens_shared": c.tokens_shared,
+            "max_prompts_in_step": c.max_prompts_in_step,
+            "kv_cells_used": self.scheduler.ledger.used,
+            "kv_cells": self.scheduler.ledger.capacity,
+            "resident_sessions": len(self.scheduler.resident),
             "waiting": self.scheduler.waiting_count,
             "active": len(self.scheduler.active),
         }

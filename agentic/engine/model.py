@@ -37,6 +37,19 @@ def _backend_init() -> None:
         _llama_backend_ready = True
 
 
+# llama.cpp's limit on sequence ids (LLAMA_MAX_SEQ).
+MAX_SEQUENCES = 256
+# An idle session rarely holds fewer cells than this; more sequences than the cache could
+# hold at this size would only be evicted for cells anyway.
+MIN_TOKENS_PER_SESSION = 64
+
+
+def sequences_for(kv_cells: int, parallel: int, n_batch: int) -> int:
+    """How many sessions may keep their state in the KV cache at once (llama.cpp reserves an
+    output row per sequence within the batch, so never more than the batch size)."""
+    return min(MAX_SEQUENCES, n_batch, max(parallel, kv_cells // MIN_TOKENS_PER_SESSION))
+
+
 def gpu_offload_supported() -> bool:
     return bool(llama_cpp.llama_supports_gpu_offload())
 
@@ -54,28 +67,34 @@ class LlamaModel:
         if not self.model:
             raise RuntimeError(f"llama.cpp could not load {self.path}")
         self.vocab = llama_cpp.llama_model_get_vocab(self.model)
-        self.n_seq = settings.parallel
+        self.kv_bytes_per_token = self._kv_bytes_per_token()
+        kv_cells = max(settings.ctx_per_session, settings.kv_budget_mb * 2**20 // self.kv_bytes_per_token)
+        self.n_seq = sequences_for(kv_cells, settings.parallel, settings.batch_size)
         self.n_ctx_seq = settings.ctx_per_session
         self.n_batch = settings.batch_size
         cparams = llama_cpp.llama_context_default_params()
-        cparams.n_ctx = settings.ctx_per_session * settings.parallel
+        cparams.n_ctx = kv_cells
         cparams.n_batch = settings.batch_size
         cparams.n_ubatch = settings.batch_size
-        cparams.n_seq_max = settings.parallel
+        cparams.n_seq_max = self.n_seq
         cparams.n_threads = settings.threads
         cparams.n_threads_batch = settings.threads
-        cparams.kv_unified = False  # each sequence owns a separate cache of ctx_per_session tokens
+        # One pool of cells for every sequence: an idle session holds only the cells it uses,
+        # and sequences that copy a prefix (llama_memory_seq_cp) share its cells.
+        cparams.kv_unified = True
         self.ctx = llama_cpp.llama_init_from_model(self.model, cparams)
         if not self.ctx:
             llama_cpp.llama_model_free(self.model)
             raise RuntimeError("llama.cpp could not create a context")
+        self.kv_cells = llama_cpp.llama_n_ctx(self.ctx)
         self.memory = llama_cpp.llama_get_memory(self.ctx)
         self.template = ChatTemplate(self.metadata("tokenizer.chat_template"), self.token_text(llama_cpp.llama_vocab_bos(self.vocab)), self.token_text(llama_cpp.llama_vocab_eos(self.vocab)))
         self.name = self.metadata("general.name") or self.path.stem
         self._piece_buf = ctypes.create_string_buffer(256)
         self.n_vocab = llama_cpp.llama_vocab_n_tokens(self.vocab)
         self.end_of_generation_tokens = [t for t in range(self.n_vocab) if llama_cpp.llama_vocab_is_eog(self.vocab, t)]
-        log.info("model loaded: %s (gpu_offload=%s, %d sequences x %d tokens)", self.name, self.gpu_offload, self.n_seq, self.n_ctx_seq)
+        log.info("model loaded: %s (gpu_offload=%s, KV cache of %d tokens (%d MiB) shared by %d sequences of up to %d tokens)",
+                 self.name, self.gpu_offload, self.kv_cells, self.kv_cells * self.kv_bytes_per_token >> 20, self.n_seq, self.n_ctx_seq)
 
     def close(self) -> None:
         if self.ctx:
@@ -84,6 +103,15 @@ class LlamaModel:
         if self.model:
             llama_cpp.llama_model_free(self.model)
             self.model = None
+
+    def _kv_bytes_per_token(self) -> int:
+        """KV cache bytes one token takes (f16 keys and values, every layer)."""
+        arch = self.metadata("general.architecture") or "llama"
+        n_head = llama_cpp.llama_model_n_head(self.model)
+        head_dim = llama_cpp.llama_model_n_embd(self.model) // max(1, n_head)
+        k_dim = int(self.metadata(f"{arch}.attention.key_length") or head_dim)
+        v_dim = int(self.metadata(f"{arch}.attention.value_length") or head_dim)
+        return 2 * llama_cpp.llama_model_n_layer(self.model) * llama_cpp.llama_model_n_head_kv(self.model) * (k_dim + v_dim)
 
     def metadata(self, key: str) -> str | None:
         size = llama_cpp.llama_model_meta_val_str(self.model, key.encode(), None, 0)
@@ -94,16 +122,24 @@ class LlamaModel:
         return buf.value.decode("utf-8", errors="replace")
 
     # -- text <-> tokens -----------------------------------------------------
-    def tokenize(self, text: str) -> list[int]:
+    def tokenize(self, text: str, special: bool = False) -> list[int]:
+        """Tokens of `text`; control-token names in it are parsed only when `special` is set."""
         data = text.encode("utf-8")
         capacity = len(data) + 16
         tokens = (llama_cpp.llama_token * capacity)()
-        n = llama_cpp.llama_tokenize(self.vocab, data, len(data), tokens, capacity, False, True)
+        n = llama_cpp.llama_tokenize(self.vocab, data, len(data), tokens, capacity, False, special)
         if n < 0:
             capacity = -n
             tokens = (llama_cpp.llama_token * capacity)()
-            n = llama_cpp.llama_tokenize(self.vocab, data, len(data), tokens, capacity, False, True)
+            n = llama_cpp.llama_tokenize(self.vocab, data, len(data), tokens, capacity, False, special)
         return list(tokens[:n])
+
+    def tokenize_chat(self, messages: list[dict[str, str]]) -> tuple[str, list[int]]:
+        """A conversation's prompt text and tokens: the chat template's markers become control
+        tokens, the messages' text (user, system prompt, file passages) never does."""
+        parts = self.template.render_parts(messages)
+        tokens = [token for text, is_content in parts for token in self.tokenize(text, special=not is_content)]
+        return "".join(text for text, _ in parts), tokens
 
     def piece(self, token: int) -> bytes:
         n = llama_cpp.llama_token_to_piece(self.vocab, token, self._piece_buf, len(self._piece_buf), 0, False)
@@ -154,6 +190,10 @@ class LlamaModel:
     # -- KV cache per sequence -----------------------------------------------
     def seq_truncate(self, seq: int, keep: int) -> None:
         llama_cpp.llama_memory_seq_rm(self.memory, seq, keep, -1)
+
+    def seq_share(self, src: int, dst: int, start: int, end: int) -> None:
+        """Give `dst` the cells of `src`'s positions start..end-1: shared, not copied (unified cache)."""
+        llama_cpp.llama_memory_seq_cp(self.memory, src, dst, start, end)
 
     def seq_state(self, seq: int) -> bytes:
         size = llama_cpp.llama_state_seq_get_size(self.ctx, seq)

@@ -1,11 +1,18 @@
 """The inference thread: continuous batching of every active session's turn.
 
-Each step decodes one token for every generating turn plus a bounded chunk of the oldest
-waiting prompt, so new turns join between steps and a long prompt never stalls the
-streams already running. A turn that has only just got its first token lets the prompts
-of its burst go in before its second (see `_prompts_ahead_of_second_token`). Each
-session keeps its KV cache in a slot (a llama.cpp sequence) between turns; when slots
-run out the least recently used idle one is saved to disk and reused.
+Each step decodes one token for every generating turn plus a bounded chunk of the waiting
+prompts (how many prompts per step: see `PrefillPolicy`), so new turns join between steps
+and a long prompt never stalls the streams already running. A turn that has only just got
+its first token lets the prompts of its burst go in before its second (see
+`_prompts_ahead_of_second_token`).
+
+Each session keeps its KV state in a slot (a llama.cpp sequence of one unified cache)
+between turns, as long as the cache has cells for it. A prompt that starts like one the
+cache already holds takes that prefix's cells (shared, not copied) instead of prefilling it.
+When cells or sequences run out, the least recently used idle session's state is copied to
+RAM and written to disk by the KV store's own thread; a session that comes back is restored
+from RAM, after the store has read it from disk if it had to, so neither the eviction nor the
+restore waits for the disk on this thread.
 """
 
 from __future__ import annotations
@@ -19,10 +26,11 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-import llama_cpp
-
+from agentic.engine.batch import Batch
 from agentic.engine.kv_store import KvStore
 from agentic.engine.model import LlamaModel
+from agentic.engine.prefill import PrefillPolicy
+from agentic.engine.slots import CellLedger, Slot
 from agentic.engine.text import TokenText
 from agentic.engine.types import TurnRequest
 from agentic.engine.window import HistoryWindow, PromptTooLong
@@ -31,21 +39,22 @@ log = logging.getLogger("agentic.engine")
 
 # Turns sent within this long of each other count as one burst (see _prompts_ahead_of_second_token).
 BURST_WINDOW_S = 0.05
-
-
-@dataclass
-class Slot:
-    seq: int
-    session_id: str | None = None
-    tokens: list[int] = field(default_factory=list)
-    last_used: float = 0.0
-    turn: "ActiveTurn | None" = None
+# A prompt takes another sequence's cells when it shares at least this many tokens with it.
+MIN_SHARED_PREFIX = 16
+# Attention in a decode step spans every used cell of the unified cache, so an idle session
+# resident there slows every stream (measured: 10k idle cells made 8-stream steps 1.5x
+# slower) while parking it in RAM and restoring it costs a memory copy each way. Sessions
+# idle this long leave the cache for RAM.
+PARK_AFTER_S = 2.0
+# A failed llama_decode loses the turns in that step; this many in a row means the engine is broken.
+MAX_DECODE_FAILURES = 3
 
 
 @dataclass
 class ActiveTurn:
     req: TurnRequest
     slot: Slot
+    prompt: list[int]
     pending: list[int]
     sampler: Any
     usage: dict[str, Any]
@@ -57,10 +66,16 @@ class ActiveTurn:
     text: TokenText = field(default_factory=TokenText)
     # The prompts this turn's second token waits for; decided when it is first due (None: not yet).
     held_behind: list["ActiveTurn"] | None = None
+    prefill_started: bool = False
 
     @property
     def prefilling(self) -> bool:
         return bool(self.pending) and self.slot.turn is self
+
+    @property
+    def cells_to_come(self) -> int:
+        """Cells this turn may still take: the rest of its prompt and of its reply."""
+        return len(self.pending) + self.req.max_tokens - self.generated
 
 
 @dataclass
@@ -74,44 +89,30 @@ class EngineCounters:
     turns_finished: int = 0
     evictions: int = 0
     restores: int = 0
-
-
-class Batch:
-    def __init__(self, capacity: int, n_seq: int) -> None:
-        self.capacity = capacity
-        self.raw = llama_cpp.llama_batch_init(capacity, 0, n_seq)
-        self.n = 0
-
-    def clear(self) -> None:
-        self.n = 0
-
-    def add(self, token: int, pos: int, seq: int, logits: bool) -> int:
-        i = self.n
-        b = self.raw
-        b.token[i] = token
-        b.pos[i] = pos
-        b.n_seq_id[i] = 1
-        b.seq_id[i][0] = seq
-        b.logits[i] = logits
-        self.n += 1
-        return i
-
-    def decode(self, ctx: Any) -> int:
-        self.raw.n_tokens = self.n
-        return llama_cpp.llama_decode(ctx, self.raw)
-
-    def free(self) -> None:
-        llama_cpp.llama_batch_free(self.raw)
+    prefix_shares: int = 0
+    tokens_shared: int = 0
+    max_prompts_in_step: int = 0
 
 
 class Scheduler:
-    def __init__(self, model: LlamaModel, kv: KvStore, loop: asyncio.AbstractEventLoop, prefill_chunk: int, on_step: Callable[[EngineCounters], None] | None = None) -> None:
+    def __init__(self, model: LlamaModel, kv: KvStore, loop: asyncio.AbstractEventLoop, prefill_chunk: int,
+                 max_active: int, policy: PrefillPolicy | None = None) -> None:
         self.model = model
         self.kv = kv
+        kv.on_loaded = lambda _session_id: self.wake()
         self.loop = loop
         self.prefill_chunk = prefill_chunk
+        self.max_active = max_active
+        self.policy = policy or PrefillPolicy(None, max_active)
         self.counters = EngineCounters()
-        self.slots = [Slot(seq) for seq in range(model.n_seq)]
+        self.ledger = CellLedger(model.kv_cells)
+        self.slots = [Slot(seq, self.ledger) for seq in range(model.n_seq)]
+        self.prefix_holder = self.slots[-1] if model.n_seq > 1 else None
+        if self.prefix_holder is not None:
+            self.prefix_holder.holder = True
+        self.park_after_s = PARK_AFTER_S
+        # Sessions whose state is in a slot; read by the event loop (see Engine.prefetch).
+        self.resident: set[str] = set()
         self.waiting: deque[TurnRequest] = deque()
         self.active: list[ActiveTurn] = []
         self._commands: queue.Queue[tuple[str, Any, Any]] = queue.Queue()
@@ -119,12 +120,16 @@ class Scheduler:
         self._batch = Batch(model.n_batch, model.n_seq)
         self._thread = threading.Thread(target=self._run, name="inference", daemon=True)
         self._stopping = False
+        self._stalled = False
+        # Why the inference thread can take no more turns (read by the event loop), or None.
+        self.failure: str | None = None
+        self._decode_failures = 0
         self._last_positions: dict[int, int] = {}
         self.waiting_count = 0
         self.handoff_wait_s = 0.02
         # The text of the prompt each session's latest turn was answered from, for inspection.
         self.last_prompt: dict[str, str] = {}
-        self.window = HistoryWindow(model.template.render, model.tokenize)
+        self.window = HistoryWindow(model.tokenize_chat)
 
     # -- called from the event loop ------------------------------------------
     def start(self) -> None:
@@ -136,6 +141,11 @@ class Scheduler:
 
     def drop_session(self, session_id: str, done: Callable[[], None]) -> None:
         self._commands.put(("drop", session_id, done))
+
+    def prefetch(self, session_id: str) -> None:
+        """Start reading a session's saved state into RAM if it is not in the cache (any thread)."""
+        if session_id not in self.resident:
+            self.kv.prefetch(session_id)
 
     def wake(self) -> None:
         self._commands.put(("wake", None, None))
@@ -149,18 +159,18 @@ class Scheduler:
     def _run(self) -> None:
         try:
             while not self._stopping:
-                self._take_commands(block=not self.active and not self.waiting)
+                self._take_commands(block=not self.active and (not self.waiting or self._stalled))
                 self._admit_waiting()
+                self._park_idle()
                 if self.active:
                     self._step()
                 self._flush_outbox()
-        except Exception:
+        except Exception as exc:
             log.exception("inference thread crashed")
-            for turn in list(self.active):
-                self._finish(turn, "error")
-            self._flush_outbox()
+            self._fail_everything(f"the inference thread stopped: {exc}")
         finally:
             self._save_all_slots()
+            self.kv.close()
             self._batch.free()
 
     def _take_commands(self, block: bool) -> None:
@@ -200,22 +210,44 @@ class Scheduler:
 
     # -- admission -------------------------------------------------------------
     def _admit_waiting(self) -> None:
-        while self.waiting:
-            req = self.waiting[0]
+        """Start waiting turns in order while there is room. A session whose saved state is
+        still being read from disk waits (with its later turns) without holding up the rest."""
+        reading: set[str] = set()
+        admitted = False
+        for req in list(self.waiting):
             if req.cancelled.is_set():
-                self._dequeue()
+                self._dequeue(req)
                 self._emit(req, "done", {"finish_reason": "cancelled", "prompt_tokens": 0, "completion_tokens": 0})
                 continue
-            slot = self._slot_for(req.session_id)
+            if len(self.active) >= self.max_active:
+                break
+            if req.session_id in reading:
+                continue
+            slot = self._resident_slot(req.session_id)
+            if slot is not None and slot.turn is not None:
+                reading.add(req.session_id)  # its previous turn is still running
+                continue
+            if slot is None and not self.kv.ready(req.session_id):
+                reading.add(req.session_id)
+                continue
+            try:
+                prompt, trimmed = self._build_prompt(req)
+            except PromptTooLong as exc:
+                self._dequeue(req)
+                self._emit(req, "error", ("context_overflow", str(exc)))
+                continue
+            slot = self._make_room(req, slot, prompt)
             if slot is None:
                 break
-            self._dequeue()
-            self._start_turn(req, slot)
+            self._dequeue(req)
+            self._start_turn(req, slot, prompt, trimmed)
+            admitted = True
+        self._stalled = bool(self.waiting) and not admitted
         self._report_queue_positions()
 
-    def _dequeue(self) -> TurnRequest:
+    def _dequeue(self, req: TurnRequest) -> None:
         self.waiting_count -= 1
-        return self.waiting.popleft()
+        self.waiting.remove(req)
 
     def _report_queue_positions(self) -> None:
         positions = {id(req): pos for pos, req in enumerate(self.waiting, start=1)}
@@ -224,59 +256,81 @@ class Scheduler:
                 self._emit(req, "queued", positions[id(req)])
         self._last_positions = positions
 
-    def _slot_for(self, session_id: str) -> Slot | None:
-        for slot in self.slots:
-            if slot.session_id == session_id:
-                return slot if slot.turn is None else None
-        free = [s for s in self.slots if s.session_id is None]
-        if free:
-            return free[0]
-        idle = [s for s in self.slots if s.turn is None]
-        if not idle:
+    def _resident_slot(self, session_id: str) -> Slot | None:
+        if session_id not in self.resident:
             return None
-        victim = min(idle, key=lambda s: s.last_used)
-        self._evict(victim)
-        return victim
+        return next(slot for slot in self.slots if slot.session_id == session_id)
+
+    def _make_room(self, req: TurnRequest, slot: Slot | None, prompt: list[int]) -> Slot | None:
+        """A slot for this turn, with cells for its whole prompt and reply: the session's own
+        slot, or a free one; idle sessions leave, least recently used first, until it fits."""
+        kept = min(common_prefix(slot.tokens, prompt), len(prompt) - 1) if slot is not None else 0
+        freed = self.ledger.freed_by(slot.cells[kept:]) if slot is not None else 0
+        needed = len(prompt) - kept + req.max_tokens - freed
+        idle = sorted((s for s in self.slots if s.session_id is not None and s.turn is None and s is not slot), key=lambda s: s.last_used)
+        while self._free_cells() < needed and idle:
+            self._evict(idle.pop(0))
+        if self._free_cells() < needed and self.prefix_holder is not None and self.prefix_holder.tokens:
+            self._release(self.prefix_holder)
+        if self._free_cells() < needed:
+            return None
+        if slot is not None:
+            return slot
+        free = next((s for s in self.slots if s.session_id is None and not s.holder), None)
+        if free is None and idle:
+            free = idle.pop(0)
+            self._evict(free)
+        return free
+
+    def _free_cells(self) -> int:
+        return self.ledger.capacity - self.ledger.used - sum(turn.cells_to_come for turn in self.active)
+
+    def _park_idle(self) -> None:
+        """Sessions idle for park_after_s leave the cache for RAM: all of them while no turn
+        runs, one per step while turns run (each is a memory copy of its state)."""
+        idle_since = time.monotonic() - self.park_after_s
+        for slot in self.slots:
+            if slot.session_id is not None and slot.turn is None and slot.last_used <= idle_since:
+                self._evict(slot)
+                if self.active:
+                    return
 
     def _evict(self, slot: Slot) -> None:
+        """Copy an idle session's state to RAM (the store writes it to disk on its own thread)."""
         if slot.session_id is not None and slot.tokens:
-            self.kv.save(slot.session_id, slot.tokens, self.model.seq_state(slot.seq))
+            self.kv.put(slot.session_id, slot.tokens, self.model.seq_state(slot.seq))
             self.counters.evictions += 1
         self._release(slot)
 
     def _release(self, slot: Slot) -> None:
         self.model.seq_truncate(slot.seq, 0)
+        slot.truncate(0)
+        self.resident.discard(slot.session_id)
         slot.session_id = None
-        slot.tokens = []
 
     def _restore(self, slot: Slot, session_id: str, prompt: list[int]) -> bool:
-        saved = self.kv.load(session_id)
+        """Load the session's state from RAM (never from disk here: see KvStore.ready)."""
+        saved = self.kv.take(session_id)
         if saved is None:
             return False
-        tokens, state = saved
-        if not tokens or common_prefix(tokens, prompt) == 0 or not self.model.load_seq_state(slot.seq, state):
+        if not saved.tokens or common_prefix(saved.tokens, prompt) == 0 or not self.model.load_seq_state(slot.seq, saved.state):
             self.model.seq_truncate(slot.seq, 0)
             return False
-        slot.tokens = tokens
+        slot.extend(saved.tokens)
         self.counters.restores += 1
         return True
 
-    def _start_turn(self, req: TurnRequest, slot: Slot) -> None:
-        try:
-            prompt, trimmed = self._build_prompt(req)
-        except PromptTooLong as exc:
-            self._emit(req, "error", ("context_overflow", str(exc)))
-            return
+    def _start_turn(self, req: TurnRequest, slot: Slot, prompt: list[int], trimmed: int) -> None:
         restored = False
         if slot.session_id != req.session_id:
             slot.session_id = req.session_id
-            slot.tokens = []
+            self.resident.add(req.session_id)
             restored = self._restore(slot, req.session_id, prompt)
         reuse = min(common_prefix(slot.tokens, prompt), len(prompt) - 1)  # the last prompt token must be decoded for logits
         self.model.seq_truncate(slot.seq, reuse)
-        del slot.tokens[reuse:]
+        slot.truncate(reuse)
         turn = ActiveTurn(
-            req=req, slot=slot, pending=prompt[reuse:], sampler=self.model.new_sampler(req.sampling), started=time.perf_counter(),
+            req=req, slot=slot, prompt=prompt, pending=prompt[reuse:], sampler=self.model.new_sampler(req.sampling), started=time.perf_counter(),
             usage={"prompt_tokens": len(prompt), "cached_tokens": reuse, "prefill_tokens": len(prompt) - reuse,
                    "restored_state": restored, "trimmed_messages": trimmed},
         )
@@ -296,31 +350,31 @@ class Scheduler:
         batch = self._batch
         batch.clear()
         sequences = set()
+        prompts = self._prompts_for_step()  # first: prefixes are shared while every cell is decoded
         for turn in self.active:
             if turn.next_token is not None and not self._held(turn):
                 turn.logit_index = batch.add(turn.next_token, len(turn.slot.tokens), turn.slot.seq, True)
-                turn.slot.tokens.append(turn.next_token)
+                turn.slot.extend([turn.next_token])
                 turn.next_token = None
                 sequences.add(turn.slot.seq)
-        budget = batch.capacity - batch.n if batch.n == 0 else min(self.prefill_chunk, batch.capacity - batch.n)
-        # One prompt per step, oldest first: prefill costs the same per token however many
-        # prompts share a batch, so taking them one at a time gives each its first token as
-        # soon as its own prompt is in instead of when everyone's is.
-        prefilling = next((turn for turn in self.active if turn.pending), None)
-        if prefilling is not None and budget > 0:
-            self._add_prompt_chunk(prefilling, budget)
-            sequences.add(prefilling.slot.seq)
+        streams_running = batch.n > 0
+        for turn in prompts:
+            budget = batch.capacity - batch.n
+            if streams_running:
+                budget = min(self.prefill_chunk, budget)
+            if budget <= 0:
+                break
+            self._add_prompt_chunk(turn, budget)
+            sequences.add(turn.slot.seq)
         if batch.n == 0:
             self._reap_cancelled()
             return
         rc = batch.decode(self.model.ctx)
-        self._count_step(len(sequences))
+        self._count_step(len(sequences), len(prompts))
         if rc != 0:
-            log.error("llama_decode failed with %d", rc)
-            for turn in [t for t in self.active if t.slot.seq in sequences]:
-                self._release(turn.slot)
-                self._finish(turn, "error")
+            self._decode_failed(rc, [t for t in self.active if t.slot.seq in sequences])
             return
+        self._decode_failures = 0
         for turn in list(self.active):
             if turn.logit_index is not None:
                 self._take_token(turn, self.model.sample(turn.sampler, turn.logit_index))
@@ -344,6 +398,62 @@ class Scheduler:
         ahead = [t for t in self.active if t is not turn and t.prefilling and t.req.submitted <= burst_end]
         return ahead if sum(len(t.pending) for t in ahead) <= self._batch.capacity else []
 
+    def _prompts_for_step(self) -> list[ActiveTurn]:
+        """The prompts that go into this step, oldest first, as many as the policy picks for
+        the number waiting. A prompt about to start takes the longest prefix the cache holds;
+        one whose prefix another prompt is still computing waits for it instead."""
+        waiting = [turn for turn in self.active if turn.pending]
+        count = self.policy.prompts_per_step(len(waiting))
+        chosen: list[ActiveTurn] = []
+        for turn in waiting:
+            if len(chosen) == count:
+                break
+            if not turn.prefill_started:
+                self._share_prefix(turn)
+                if self._prefix_coming(turn, [t for t in waiting if t.prefill_started] + chosen):
+                    continue
+            chosen.append(turn)
+        return chosen
+
+    def _share_prefix(self, turn: ActiveTurn) -> None:
+        slot = turn.slot
+        have, limit = len(slot.tokens), len(turn.prompt) - 1
+        source, end = None, have + MIN_SHARED_PREFIX - 1
+        for other in self.slots:
+            if other is not slot and len(other.tokens) > end:
+                shared = min(common_prefix(other.tokens, turn.prompt), limit)
+                if shared > end:
+                    source, end = other, shared
+        if source is None:
+            return
+        self.model.seq_share(source.seq, slot.seq, have, end)
+        slot.share_from(source, end)
+        self._hold_prefix(source, end)
+        del turn.pending[:end - have]
+        turn.usage.update(cached_tokens=end, prefill_tokens=len(turn.prompt) - end, shared_tokens=end - have)
+        self.counters.prefix_shares += 1
+        self.counters.tokens_shared += end - have
+
+    def _hold_prefix(self, source: Slot, end: int) -> None:
+        """Keep a prefix that sessions share in the holder sequence too (its cells, not a copy),
+        so the next session that starts with it finds it after these sessions have left."""
+        holder = self.prefix_holder
+        if holder is None or holder is source or common_prefix(holder.tokens, source.tokens[:end]) >= end:
+            return
+        self._release(holder)
+        self.model.seq_share(source.seq, holder.seq, 0, end)
+        holder.share_from(source, end)
+
+    @staticmethod
+    def _prefix_coming(turn: ActiveTurn, ahead: list[ActiveTurn]) -> bool:
+        """Whether a prompt going in before this one will soon hold more of this one's prefix."""
+        have = len(turn.slot.tokens)
+        for other in ahead:
+            common = min(common_prefix(other.prompt, turn.prompt), len(turn.prompt) - 1)
+            if common - max(have, len(other.slot.tokens)) >= MIN_SHARED_PREFIX:
+                return True
+        return False
+
     def _add_prompt_chunk(self, turn: ActiveTurn, budget: int) -> None:
         chunk = turn.pending[:budget]
         base = len(turn.slot.tokens)
@@ -352,16 +462,18 @@ class Scheduler:
             index = self._batch.add(token, base + i, turn.slot.seq, last and i == len(chunk) - 1)
         if last:
             turn.logit_index = index
-        turn.slot.tokens.extend(chunk)
+        turn.slot.extend(chunk)
+        turn.prefill_started = True
         del turn.pending[:len(chunk)]
         self.counters.tokens_prefilled += len(chunk)
 
-    def _count_step(self, n_sequences: int) -> None:
+    def _count_step(self, n_sequences: int, n_prompts: int) -> None:
         c = self.counters
         c.steps += 1
         if n_sequences > 1:
             c.multi_sequence_steps += 1
         c.max_sequences_in_step = max(c.max_sequences_in_step, n_sequences)
+        c.max_prompts_in_step = max(c.max_prompts_in_step, n_prompts)
 
     def _take_token(self, turn: ActiveTurn, token: int) -> None:
         if turn.first_token_at is None:
@@ -384,7 +496,29 @@ class Scheduler:
             if turn.req.cancelled.is_set():
                 self._finish(turn, "cancelled")
 
-    def _finish(self, turn: ActiveTurn, reason: str) -> None:
+    def _decode_failed(self, rc: int, turns: list[ActiveTurn]) -> None:
+        self._decode_failures += 1
+        log.error("llama_decode failed with %d (%d in a row)", rc, self._decode_failures)
+        if self._decode_failures >= MAX_DECODE_FAILURES:
+            raise RuntimeError(f"llama_decode failed {self._decode_failures} times in a row (last code {rc})")
+        for turn in turns:
+            self._release(turn.slot)
+            self._finish(turn, "error", ("decode_failed", f"the model could not process this turn (llama_decode returned {rc})"))
+
+    def _fail_everything(self, reason: str) -> None:
+        """The thread is ending for good: every turn, running, waiting or just submitted, gets an error."""
+        self.failure = reason
+        error = ("engine_failed", reason)
+        for turn in list(self.active):
+            self._finish(turn, "error", error)
+        self._take_commands(block=False)
+        for req in list(self.waiting):
+            self._dequeue(req)
+            self._emit(req, "error", error)
+        self._flush_outbox()
+
+    def _finish(self, turn: ActiveTurn, reason: str, error: tuple[str, str] | None = None) -> None:
+        """End a turn: its usage goes out as "done", or `error` (code, message) as "error" instead."""
         end = time.perf_counter()
         first = turn.first_token_at or end
         usage = dict(turn.usage)
@@ -399,13 +533,15 @@ class Scheduler:
         turn.slot.last_used = time.monotonic()
         self.active.remove(turn)
         self.counters.turns_finished += 1
-        self._emit(turn.req, "done", usage)
+        if error is not None:
+            self._emit(turn.req, "error", error)
+        else:
+            self._emit(turn.req, "done", usage)
 
     # -- session state -----------------------------------------------------------
     def _drop(self, session_id: str) -> None:
         for req in [r for r in self.waiting if r.session_id == session_id]:
-            self.waiting.remove(req)
-            self.waiting_count -= 1
+            self._dequeue(req)
             self._emit(req, "done", {"finish_reason": "cancelled", "prompt_tokens": 0, "completion_tokens": 0})
         for slot in self.slots:
             if slot.session_id == session_id:
@@ -417,17 +553,18 @@ class Scheduler:
         self.window.forget(session_id)
 
     def _save_all_slots(self) -> None:
+        """At shutdown: every resident idle session's state goes to the store (written before it closes)."""
         for slot in self.slots:
             if slot.session_id is not None and slot.tokens and slot.turn is None:
-                try:
-                    self.kv.save(slot.session_id, slot.tokens, self.model.seq_state(slot.seq))
-                except OSError:
-                    log.exception("could not save KV state", extra={"session_id": slot.session_id})
+                self.kv.put(slot.session_id, slot.tokens, self.model.seq_state(slot.seq))
 
 
 def common_prefix(a: list[int], b: list[int]) -> int:
+    """Length of the common start of two token lists (compared a block at a time, in C)."""
     n = min(len(a), len(b))
     i = 0
+    while i + 64 <= n and a[i:i + 64] == b[i:i + 64]:
+        i += 64
     while i < n and a[i] == b[i]:
         i += 1
     return i

@@ -9,16 +9,55 @@ from agentic import keys
 from agentic.app import create_app
 from agentic.engine.chat_template import ChatTemplate
 from agentic.engine import scheduler as scheduler_module
-from agentic.engine.scheduler import ActiveTurn, Scheduler, Slot, common_prefix
+from agentic.engine.prefill import PrefillCosts, PrefillPolicy
+from agentic.engine.scheduler import ActiveTurn, Scheduler, common_prefix
+from agentic.engine.slots import CellLedger, Slot
 from tests.chat.helpers import chat_turn, open_session_socket
 from tests.conftest import make_settings, new_session
 
 
-async def started_app(aiohttp_client, tmp_path, **overrides):
+# Costs as measured on a 2-core CPU: four prompts in one batch cost four times one.
+CPU_COSTS = PrefillCosts(one=0.040, several=0.160, k=4, tokens=32)
+
+
+async def started_app(aiohttp_client, tmp_path, park_after_s: float | None = None, **overrides):
+    """The main server with the real model; park_after_s=0 parks every idle session at once."""
     app = create_app(make_settings(tmp_path / "data", load_model=True, **overrides))
     client = await aiohttp_client(app)
     await app[keys.engine_key].wait_loaded()
+    if park_after_s is not None:
+        app[keys.engine_key].scheduler.park_after_s = park_after_s
     return client
+
+
+async def written(client) -> None:
+    """Wait until the KV store has written every state it was given."""
+    await asyncio.to_thread(client.app[keys.engine_key].scheduler.kv.flush)
+
+
+def recording_steps(scheduler) -> list[dict[int, int]]:
+    """Wrap the real decode so each step records how many tokens each sequence put in it."""
+    batch, real_decode, steps = scheduler._batch, scheduler._batch.decode, []
+
+    def decode(ctx):
+        per_seq: dict[int, int] = {}
+        for i in range(batch.n):
+            seq = batch.raw.seq_id[i][0]
+            per_seq[seq] = per_seq.get(seq, 0) + 1
+        steps.append(per_seq)
+        return real_decode(ctx)
+
+    batch.decode = decode
+    return steps
+
+
+async def parked(client, *session_ids: str) -> None:
+    """Wait until these sessions' states have left the KV cache (park_after_s=0 parks within a loop or two)."""
+    scheduler = client.app[keys.engine_key].scheduler
+    async with asyncio.timeout(10):
+        while any(sid in scheduler.resident for sid in session_ids):
+            await asyncio.sleep(0.02)
+    await written(client)
 
 
 async def reply(client, sid, content, max_tokens=12):
@@ -29,14 +68,15 @@ async def reply(client, sid, content, max_tokens=12):
 
 
 async def test_evicted_sessions_restore_their_own_state(aiohttp_client, tmp_path):
-    """One slot, two sessions with different secrets: each turn evicts the other to disk."""
-    client = await started_app(aiohttp_client, tmp_path, engine_parallel=1)
+    """Two sessions with different secrets: each turn's session is parked when the other's starts."""
+    client = await started_app(aiohttp_client, tmp_path, park_after_s=0, engine_parallel=1)
     engine = client.app[keys.engine_key]
     greedy = {"settings": {"temperature": 0}}
     a = (await new_session(client, system_prompt="The secret is ALPHA-7.", **greedy))["session_id"]
     b = (await new_session(client, system_prompt="The secret is BRAVO-9.", **greedy))["session_id"]
     await reply(client, a, "What is the secret?")
     await reply(client, b, "What is the secret?")
+    await written(client)
     assert engine.stats()["evictions"] >= 1 and (tmp_path / "data" / "kv" / f"{a}.kv").exists()
     second_a = await reply(client, a, "Say it again.")
     assert second_a["usage"]["restored_state"] is True
@@ -72,11 +112,12 @@ async def test_state_survives_a_restart(aiohttp_client, tmp_path):
 
 
 async def test_state_is_used_only_when_it_matches_the_history(aiohttp_client, tmp_path):
-    client = await started_app(aiohttp_client, tmp_path, engine_parallel=1)
+    client = await started_app(aiohttp_client, tmp_path, park_after_s=0, engine_parallel=1)
     a = (await new_session(client))["session_id"]
     b = (await new_session(client))["session_id"]
     await reply(client, a, "Hello there.")
     await reply(client, b, "Evict the other one.")
+    await written(client)
     kv = tmp_path / "data" / "kv" / f"{a}.kv"
     assert kv.exists()
     # The same session's history changes under the saved state (edited system prompt):
@@ -86,14 +127,16 @@ async def test_state_is_used_only_when_it_matches_the_history(aiohttp_client, tm
 
 
 async def test_clear_and_delete_drop_model_state(aiohttp_client, tmp_path):
-    client = await started_app(aiohttp_client, tmp_path, engine_parallel=1)
+    client = await started_app(aiohttp_client, tmp_path, park_after_s=0, engine_parallel=1)
     engine = client.app[keys.engine_key]
     a = (await new_session(client))["session_id"]
     b = (await new_session(client))["session_id"]
     await reply(client, a, "Hello.")
-    await reply(client, b, "Hi.")  # a is now on disk, b in the slot
+    await reply(client, b, "Hi.")  # a is now parked (and on disk), b in its slot
+    await written(client)
     assert (tmp_path / "data" / "kv" / f"{a}.kv").exists()
     await client.post(f"/sessions/{a}/clear")
+    await written(client)
     assert not (tmp_path / "data" / "kv" / f"{a}.kv").exists()
     await client.delete(f"/sessions/{b}")
     assert all(slot.session_id != b for slot in engine.scheduler.slots)
@@ -181,23 +224,14 @@ async def test_prompts_go_in_one_per_step_beside_running_streams_and_a_burst_goe
     """A stream already running gets a token every step while two new prompts go in one per
     step; the new turn answered first waits with its second token until the other prompt is in."""
     monkeypatch.setattr(scheduler_module, "BURST_WINDOW_S", 5.0)  # two REST turns on a loaded CI machine: one burst
-    client = await started_app(aiohttp_client, tmp_path)
+    client = await started_app(aiohttp_client, tmp_path, park_after_s=1e9)
     scheduler = client.app[keys.engine_key].scheduler
-    batch, real_decode, steps = scheduler._batch, scheduler._batch.decode, []
-
-    def recording_decode(ctx):  # the real decode, noting how many tokens each sequence put in the step
-        per_seq: dict[int, int] = {}
-        for i in range(batch.n):
-            seq = batch.raw.seq_id[i][0]
-            per_seq[seq] = per_seq.get(seq, 0) + 1
-        steps.append(per_seq)
-        return real_decode(ctx)
-
+    scheduler.policy = PrefillPolicy(CPU_COSTS, scheduler.max_active)
     sids = [(await new_session(client, settings={"ignore_eos": True}))["session_id"] for _ in range(3)]
     running = asyncio.create_task(reply(client, sids[0], "Tell me about rivers.", max_tokens=60))
     while scheduler.counters.tokens_generated < 3:
         await asyncio.sleep(0.005)
-    batch.decode = recording_decode
+    steps = recording_steps(scheduler)
     burst = await asyncio.gather(*(reply(client, sid, f"Tell me about topic {i}.", max_tokens=4) for i, sid in enumerate(sids[1:])))
     assert (await running)["usage"]["completion_tokens"] == 60 and all(r["usage"]["completion_tokens"] == 4 for r in burst)
 
@@ -216,8 +250,8 @@ def test_a_fresh_stream_waits_only_for_its_own_burst():
     """Prompts sent within the window of this turn hold its second token; later ones, finished
     ones and more than a batch of prompts do not."""
     def turn(submitted: float, pending: int) -> ActiveTurn:
-        slot = Slot(seq=0)
-        active = ActiveTurn(req=SimpleNamespace(submitted=submitted), slot=slot, pending=[1] * pending, sampler=None, usage={}, started=0.0)
+        slot = Slot(seq=0, ledger=CellLedger(0))
+        active = ActiveTurn(req=SimpleNamespace(submitted=submitted), slot=slot, prompt=[1] * pending, pending=[1] * pending, sampler=None, usage={}, started=0.0)
         slot.turn = active
         return active
 

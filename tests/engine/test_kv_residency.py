@@ -1,0 +1,157 @@
+"""The real model under a team's load: shared prefixes, parked idle sessions, restores that never stall the streams."""
+
+import asyncio
+import threading
+
+import llama_cpp
+
+from agentic import keys
+from agentic.config import EngineSettings, bundled_model_path
+from agentic.engine.batch import Batch
+from agentic.engine.kv_store import KvStore
+from agentic.engine.model import LlamaModel
+from tests.conftest import new_session
+from tests.engine.test_engine import parked, recording_steps, reply, started_app
+
+GREEDY = {"temperature": 0}
+PERSONA = ("You are the support assistant of the Northwind lighthouse museum. " * 12).strip()
+
+
+async def test_a_shared_system_prompt_is_prefilled_once(aiohttp_client, tmp_path):
+    """Three sessions with one persona, sent at once: the persona is computed once, the other
+    two take its cells; their replies still differ."""
+    client = await started_app(aiohttp_client, tmp_path, park_after_s=1e9)
+    engine = client.app[keys.engine_key]
+    questions = ["My name is Ada. What is my name?", "My name is Brutus. What is my name?", "My name is Cleo. What is my name?"]
+    sids = [(await new_session(client, system_prompt=PERSONA, settings=GREEDY))["session_id"] for _ in questions]
+    before = engine.stats()
+    answers = await asyncio.gather(*(reply(client, sid, q, max_tokens=10) for sid, q in zip(sids, questions)))
+    after = engine.stats()
+    prompt_tokens = sum(a["usage"]["prompt_tokens"] for a in answers)
+    shared = sorted(a["usage"].get("shared_tokens", 0) for a in answers)
+    assert after["prefix_shares"] - before["prefix_shares"] == 2 and shared[0] == 0 and shared[1] > 150
+    assert after["tokens_prefilled"] - before["tokens_prefilled"] == prompt_tokens - sum(shared)
+    assert len({a["message"]["content"] for a in answers}) == 3
+
+
+async def test_sessions_sharing_a_prefix_stay_isolated(aiohttp_client, tmp_path):
+    """A session that took another's prefix answers exactly as it does alone, before and after
+    the other is cleared. (Greedy tokens depend on how a prompt is split into batches, so the
+    session alone runs where the batch size splits its prompt where the shared prefix ends.)"""
+    client = await started_app(aiohttp_client, tmp_path, park_after_s=1e9)
+    first = (await new_session(client, system_prompt=PERSONA, settings=GREEDY))["session_id"]
+    await reply(client, first, "My name is Ada. What is my name?", max_tokens=10)
+    second = (await new_session(client, system_prompt=PERSONA, settings=GREEDY))["session_id"]
+    shared = await reply(client, second, "My name is Brutus. What is my name?", max_tokens=10)
+    n = shared["usage"]["shared_tokens"]
+    assert n > 150
+    await client.post(f"/sessions/{first}/clear")
+    after_clear = await reply(client, second, "And what is the museum?", max_tokens=10)
+    assert after_clear["usage"]["cached_tokens"] >= shared["usage"]["prompt_tokens"]
+
+    alone = await started_app(aiohttp_client, tmp_path / "alone", engine_batch_size=n)
+    sid = (await new_session(alone, system_prompt=PERSONA, settings=GREEDY))["session_id"]
+    expected = await reply(alone, sid, "My name is Brutus. What is my name?", max_tokens=10)
+    assert expected["usage"]["cached_tokens"] == 0
+    assert shared["message"]["content"] == expected["message"]["content"]
+    assert after_clear["message"]["content"] == (await reply(alone, sid, "And what is the museum?", max_tokens=10))["message"]["content"]
+
+
+async def test_parked_sessions_are_restored_from_ram_and_from_disk(aiohttp_client, tmp_path):
+    """Parked between turns (to RAM, or to disk only): each later turn restores the state and
+    computes only its new tokens."""
+    for ram_mb in (256, 0):
+        client = await started_app(aiohttp_client, tmp_path / f"ram{ram_mb}", park_after_s=0, engine_kv_ram_mb=ram_mb)
+        sid = (await new_session(client, settings=GREEDY))["session_id"]
+        previous = await reply(client, sid, "Tell me about tides.", max_tokens=16)
+        for content in ("Why are they higher in spring?", "Thanks. One more fact?"):
+            await parked(client, sid)
+            assert client.app[keys.engine_key].scheduler.kv.in_ram(sid) == bool(ram_mb)
+            later = await reply(client, sid, content, max_tokens=16)
+            assert later["usage"]["restored_state"] is True
+            assert later["usage"]["cached_tokens"] >= previous["usage"]["prompt_tokens"]
+            previous = later
+
+
+def test_a_restored_state_gives_the_logits_of_one_never_evicted(tmp_path):
+    """The state taken to RAM, written to disk, read back and loaded into another sequence of a
+    cache holding other cells: fed the same tokens, the model's logits match the never-evicted
+    sequence's (to float noise: llama.cpp's sums depend a little on where the cells lie) and
+    so does every greedy choice that is not a near tie."""
+    model = LlamaModel(EngineSettings(model_path=bundled_model_path(), threads=2, parallel=4, ctx_per_session=1024, kv_budget_mb=64))
+    store = KvStore(tmp_path, "model", ram_budget_bytes=0)
+    batch = Batch(model.n_batch, model.n_seq)
+    try:
+        prompt = model.tokenize_chat([{"role": "user", "content": "Tell me about tides."}])[1]
+        follow = model.tokenize(" They rise and fall twice a day, pulled by the moon and the sun. Why are spring tides higher?")
+        decode(model, batch, 0, prompt, 0)
+        store.put("s", prompt, model.seq_state(0))
+        reference = [decode(model, batch, 0, [token], len(prompt) + i) for i, token in enumerate(follow)]
+        model.seq_truncate(0, 0)
+        decode(model, batch, 2, model.tokenize("other cells " * 60), 0)  # another session's cells come first
+        store.flush()
+        loaded = threading.Event()
+        store.on_loaded = lambda _sid: loaded.set()
+        assert store.ready("s") is False and store.take("s") is None  # on disk only, read back off-thread
+        assert loaded.wait(10) and store.ready("s")
+        saved = store.take("s")
+        assert saved.tokens == prompt and model.load_seq_state(1, saved.state)
+        restored = [decode(model, batch, 1, [token], len(prompt) + i) for i, token in enumerate(follow)]
+    finally:
+        batch.free()
+        store.close()
+        model.close()
+    for ref, got in zip(reference, restored):
+        assert max(abs(a - b) for a, b in zip(ref, got)) < 0.05 * (max(ref) - min(ref))
+        top, second = sorted(ref, reverse=True)[:2]
+        if top - second > 0.5:
+            assert ref.index(top) == got.index(max(got))
+
+
+def decode(model, batch, seq: int, tokens: list[int], start: int) -> list[float]:
+    """Decode tokens into a sequence; the logits after the last one."""
+    batch.clear()
+    for i, token in enumerate(tokens):
+        batch.add(token, start + i, seq, i == len(tokens) - 1)
+    assert batch.decode(model.ctx) == 0
+    return list(llama_cpp.llama_get_logits_ith(model.ctx, batch.n - 1)[:model.n_vocab])
+
+
+async def test_parking_and_restoring_never_stall_a_running_stream(aiohttp_client, tmp_path, monkeypatch):
+    """While a stream runs, other sessions are parked, written to disk, dropped from RAM, read
+    back and restored: the stream gets a token in every step, and no disk I/O runs on the
+    inference thread."""
+    io_threads: list[str] = []
+    real_write, real_read = KvStore._write, KvStore.read
+
+    def write(self, *args):
+        io_threads.append(threading.current_thread().name)
+        return real_write(self, *args)
+
+    def read(self, session_id):
+        io_threads.append(threading.current_thread().name)
+        return real_read(self, session_id)
+
+    monkeypatch.setattr(KvStore, "_write", write)
+    monkeypatch.setattr(KvStore, "read", read)
+    client = await started_app(aiohttp_client, tmp_path, park_after_s=0, engine_kv_ram_mb=0)
+    scheduler = client.app[keys.engine_key].scheduler
+    others = [(await new_session(client, settings=GREEDY))["session_id"] for _ in range(2)]
+    for sid in others:
+        await reply(client, sid, "Remember the number 42.", max_tokens=4)
+    await parked(client, *others)
+    assert not any(scheduler.kv.in_ram(sid) for sid in others)  # parked, then on disk only
+
+    stream = (await new_session(client, settings={"ignore_eos": True}))["session_id"]
+    running = asyncio.create_task(reply(client, stream, "Tell me a long story.", max_tokens=80))
+    while scheduler.counters.tokens_generated < 3 or stream not in scheduler.resident:
+        await asyncio.sleep(0.005)
+    seq = scheduler._resident_slot(stream).seq
+    steps = recording_steps(scheduler)
+    restored = [await reply(client, sid, "Which number?", max_tokens=4) for sid in others]  # read from disk, restored, parked again
+    assert (await running)["usage"]["completion_tokens"] == 80
+    assert all(r["usage"]["restored_state"] for r in restored)
+
+    stream_steps = [i for i, step in enumerate(steps) if seq in step]
+    assert stream_steps and stream_steps == list(range(stream_steps[0], stream_steps[-1] + 1))  # no step without it
+    assert "inference" not in io_threads and io_threads.count("kv-store-io") >= 4  # 2 reads back, 2+ writes
