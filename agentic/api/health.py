@@ -18,15 +18,15 @@ routes = web.RouteTableDef()
 async def health(request: web.Request) -> web.Response:
     engine = request.app[keys.engine_key]
     body = {
-        "status": "ok" if engine.ready else ("error" if engine.load_error else "loading"),
+        "status": "ok" if engine.ready else ("error" if engine.error else "loading"),
         "model": engine.model_name,
         "gpu_offload": engine.gpu_offload,
         "sessions": request.app[keys.sessions_key].count(),
         "uptime_s": round(time.monotonic() - request.app[keys.started_at_key], 3),
         "engine": engine.stats(),
     }
-    if engine.load_error:
-        body["error"] = engine.load_error
+    if engine.error:
+        body["error"] = engine.error
     return web.json_response(body, status=200 if engine.ready else 503)
 
 
