@@ -1,17 +1,24 @@
 """Concurrent chat throughput and time to first token: agentic against its peers, in one run.
 
-    .venv/bin/python bench/chat_bench.py [--n 1 8 16] [--tokens 128] [--rounds 3]
+    .venv/bin/python bench/chat_bench.py [--n 8 16] [--tokens 128] [--rounds 3] [--scenarios realistic empty shared turns]
 
+Scenarios:
+  realistic  (the headline) a team's server: sessions stay after their turn, 50 idle sessions
+             (one turn each) exist before the measured rounds, and every round N new sessions
+             with prompts no server has seen send one turn each at the same moment
+  empty      every round starts from empty slots (its sessions are deleted afterwards)
+  shared     8 sessions whose conversations start with one 500-token system prompt (one such
+             session ran before), one turn each at the same moment
+  turns      turn-10 vs turn-1 TTFT, 8 sessions interleaving 10 turns each
 Peers (bench/setup_peers.sh installs them into bench/.peers):
-  raw        a batched decode loop on llama-cpp-python's low-level API, no server: the ceiling
+  raw        a batched decode loop on llama-cpp-python's low-level API, no server: the ceiling (empty)
   agentic    this server, N WebSocket sessions
   llama-srv  llama.cpp's own llama-server -np N
-  lcp-srv    llama_cpp.server (llama-cpp-python[server])
+  lcp-srv    llama_cpp.server (llama-cpp-python[server]), one round (empty)
 Every reply is forced to exactly --tokens tokens (end-of-generation banned), with the same
 sampler (top-k 40, top-p 0.95, temperature 0.7) and 2 threads. The servers run side by side
-and the peers take their rounds in turn (lcp-srv, one request at a time, gets one round).
-Also: turn-10 vs turn-1 TTFT with 8 sessions interleaving 10 turns each (agentic and
-llama-server).
+and the peers take their rounds in turn; each figure is the median over rounds of that
+round's aggregate tok/s, TTFT p50 and TTFT p95.
 """
 
 from __future__ import annotations
@@ -20,11 +27,13 @@ import argparse
 import asyncio
 import json
 import os
+import statistics
 import tempfile
 import time
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 import aiohttp
 
@@ -33,17 +42,31 @@ from common import PEERS, PYTHON, free_port, percentile, process, table
 from agentic.config import EngineSettings, bundled_model_path
 
 PROMPT = "Write a short story about a lighthouse keeper who finds a message in a bottle."
+# About 500 tokens: one assistant persona for a whole team.
+SHARED_SYSTEM = " ".join([
+    "You are Harbor, the assistant of the Northwind Maritime Museum's visitor team.",
+    "You answer questions from staff about exhibitions, opening hours, tickets, school visits, accessibility, the archive and the lighthouse tours.",
+    "Be accurate and brief; when you are unsure, say so and point to the front desk.",
+] * 8 + ["Never invent prices or dates."])
 _counter = iter(range(10**9))
+
+
+def unique() -> str:
+    return f"[request {next(_counter)}]"
 
 
 def conversation() -> list[dict[str, str]]:
     """A system prompt no server has seen, so nobody answers from a prompt cache: the unique
-    part comes first, or llama-server would reuse the template's shared opening across requests
-    (agentic never shares cached context between sessions)."""
-    return [{"role": "system", "content": f"[request {next(_counter)}] You are a helpful assistant."}, {"role": "user", "content": PROMPT}]
+    part comes first, or every server would reuse the template's shared opening."""
+    return [{"role": "system", "content": f"{unique()} You are a helpful assistant."}, {"role": "user", "content": PROMPT}]
 
 
-CTX_PER_SEQ = 512
+def shared_conversation() -> list[dict[str, str]]:
+    """The team's persona, then a message no server has seen."""
+    return [{"role": "system", "content": SHARED_SYSTEM}, {"role": "user", "content": f"{unique()} {PROMPT}"}]
+
+
+CTX_PER_SEQ = 1024
 TURNS_CTX_PER_SEQ = 2048  # the product's default: ten turns fit without trimming
 THREADS = 2
 
@@ -61,13 +84,29 @@ class Result:
         return self.tokens / self.seconds if self.seconds else 0.0
 
 
+@dataclass
+class Summary:
+    """Medians over rounds of each round's figures."""
+    peer: str
+    n: int
+    rounds: int
+    tok_s: float
+    p50: float
+    p95: float
+
+    @classmethod
+    def of(cls, results: list[Result]) -> "Summary":
+        return cls(results[0].peer, results[0].n, len(results), statistics.median(r.tok_s for r in results),
+                   statistics.median(percentile(r.ttft_ms, 50) for r in results), statistics.median(percentile(r.ttft_ms, 95) for r in results))
+
+
 # -- raw ceiling --------------------------------------------------------------------------------
 def raw_ceiling(model_path: Path, n: int, max_tokens: int) -> Result:
+    from agentic.engine.batch import Batch
     from agentic.engine.model import LlamaModel
-    from agentic.engine.scheduler import Batch
     from agentic.engine.types import Sampling
 
-    model = LlamaModel(EngineSettings(model_path=model_path, threads=THREADS, parallel=n, ctx_per_session=CTX_PER_SEQ))
+    model = LlamaModel(EngineSettings(model_path=model_path, threads=THREADS, parallel=n, ctx_per_session=CTX_PER_SEQ, kv_budget_mb=64))
     try:
         samplers = [model.new_sampler(Sampling(ignore_eos=True)) for _ in range(n)]
         batch = Batch(model.n_batch, n)
@@ -78,8 +117,8 @@ def raw_ceiling(model_path: Path, n: int, max_tokens: int) -> Result:
         tokens: dict[int, int] = {}
         ttft_ms = []
         positions = [0] * n
-        for seq in range(n):  # one prompt per decode (prefill costs the same per token batched or not), chunked to the batch size
-            pending = model.tokenize(model.template.render(conversation()))
+        for seq in range(n):  # one prompt per decode, chunked to the batch size
+            pending = model.tokenize_chat(conversation())[1]
             while pending:
                 chunk, pending = pending[:batch.capacity], pending[batch.capacity:]
                 batch.clear()
@@ -107,22 +146,23 @@ def raw_ceiling(model_path: Path, n: int, max_tokens: int) -> Result:
 
 
 # -- agentic ----------------------------------------------------------------------------------------
-async def agentic_round(base: str, n: int, max_tokens: int) -> Result:
+async def agentic_round(base: str, n: int, max_tokens: int, keep: bool = False, make: Callable[[], list[dict]] = conversation) -> Result:
+    """N new sessions, one turn each sent at once; `keep` leaves them idle afterwards (a team's server)."""
     async with aiohttp.ClientSession() as http:
         sockets, sids = [], []
         for _ in range(n):
-            system, _ = conversation()
+            system, user = make()
             body = {"system_prompt": system["content"], "settings": {"ignore_eos": True, "max_tokens": max_tokens}}
             async with http.post(f"{base}/sessions", json=body) as resp:
                 sids.append((await resp.json())["session_id"])
             ws = await http.ws_connect(f"{base.replace('http', 'ws')}/ws?session_id={sids[-1]}", max_msg_size=0)
             await ws.receive_json()
-            sockets.append(ws)
+            sockets.append((ws, user["content"]))
         result = Result("agentic", n)
 
-        async def one(ws) -> None:
+        async def one(ws, content: str) -> None:
             sent = time.perf_counter()
-            await ws.send_json({"type": "chat", "content": PROMPT, "max_tokens": max_tokens})
+            await ws.send_json({"type": "chat", "content": content, "max_tokens": max_tokens})
             first = None
             while True:
                 frame = await ws.receive_json()
@@ -136,12 +176,13 @@ async def agentic_round(base: str, n: int, max_tokens: int) -> Result:
                     raise RuntimeError(frame)
 
         start = time.perf_counter()
-        await asyncio.gather(*(one(ws) for ws in sockets))
+        await asyncio.gather(*(one(ws, content) for ws, content in sockets))
         result.seconds = time.perf_counter() - start
-        for ws, sid in zip(sockets, sids):
+        for (ws, _), sid in zip(sockets, sids):
             await ws.close()
-            async with http.delete(f"{base}/sessions/{sid}"):  # these users are done: the next round does not evict them to disk
-                pass
+            if not keep:
+                async with http.delete(f"{base}/sessions/{sid}"):
+                    pass
         return result
 
 
@@ -160,13 +201,13 @@ async def content_deltas(http: aiohttp.ClientSession, base: str, body: dict):
                 yield delta
 
 
-async def openai_round(peer: str, base: str, n: int, max_tokens: int, extra: dict) -> Result:
+async def openai_round(peer: str, base: str, n: int, max_tokens: int, extra: dict, make: Callable[[], list[dict]] = conversation) -> Result:
     result = Result(peer, n)
     # force_close: llama-server drops idle keep-alive connections, which aiohttp would try to reuse
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=3600), connector=aiohttp.TCPConnector(force_close=True)) as http:
-        async def one() -> None:
+        async def one(messages: list[dict]) -> None:
             sent = time.perf_counter()
-            body = {"messages": conversation(), "max_tokens": max_tokens, "stream": True,
+            body = {"messages": messages, "max_tokens": max_tokens, "stream": True,
                     "temperature": 0.7, "top_p": 0.95, "top_k": 40, **extra}
             count = 0
             async for _ in content_deltas(http, base, body):
@@ -175,8 +216,9 @@ async def openai_round(peer: str, base: str, n: int, max_tokens: int, extra: dic
                     result.ttft_ms.append((time.perf_counter() - sent) * 1000)
             result.tokens += count
 
+        conversations = [make() for _ in range(n)]
         start = time.perf_counter()
-        await asyncio.gather(*(one() for _ in range(n)))
+        await asyncio.gather(*(one(messages) for messages in conversations))
         result.seconds = time.perf_counter() - start
     return result
 
@@ -184,7 +226,7 @@ async def openai_round(peer: str, base: str, n: int, max_tokens: int, extra: dic
 def eog_bias(model_path: Path) -> dict[str, float]:
     from agentic.engine.model import LlamaModel
 
-    model = LlamaModel(EngineSettings(model_path=model_path, threads=1, parallel=1, ctx_per_session=64))
+    model = LlamaModel(EngineSettings(model_path=model_path, threads=1, parallel=1, ctx_per_session=64, kv_budget_mb=1))
     try:
         return {str(t): -100.0 for t in model.end_of_generation_tokens}
     finally:
@@ -239,12 +281,19 @@ async def interleaved_turns_openai(base: str, sessions: int, turns: int, reply_t
 def agentic_server(n: int, data_dir: str, ctx_per_seq: int = CTX_PER_SEQ):
     port = free_port()
     env = {"N_PARALLEL": str(n), "CTX_PER_SESSION": str(ctx_per_seq), "N_THREADS": str(THREADS), "LOG_FORMAT": "plain", "MAX_QUEUE": "256"}
-    return port, process([PYTHON, "-m", "agentic", "serve", "--port", str(port), "--data-dir", data_dir], f"http://127.0.0.1:{port}/health", env)
+    log = Path(data_dir) / "server.log"
+    return port, process([PYTHON, "-m", "agentic", "serve", "--port", str(port), "--data-dir", data_dir], f"http://127.0.0.1:{port}/health", env, log)
+
+
+def llama_server_binary() -> Path:
+    return next((p for p in (PEERS / "bin" / "llama-server", PEERS / "bin" / "llama-cpp-server") if p.exists()), PEERS / "bin" / "llama-server")
 
 
 def llama_server(n: int, model: Path, ctx_per_seq: int = CTX_PER_SEQ):
     port = free_port()
-    cmd = [str(PEERS / "bin" / "llama-cpp-server"), "-m", str(model), "--port", str(port), "--ctx-size", str(ctx_per_seq * n), "--", "-np", str(n), "-t", str(THREADS)]
+    binary = llama_server_binary()
+    args = ["-m", str(model), "--port", str(port), "--ctx-size", str(ctx_per_seq * n), "-np", str(n), "-t", str(THREADS)]
+    cmd = [str(binary), *(args[:6] + ["--"] + args[6:] if binary.name == "llama-cpp-server" else args)]
     return port, process(cmd, f"http://127.0.0.1:{port}/health")
 
 
@@ -256,85 +305,107 @@ def lcp_server(model: Path):
     return port, process(cmd, f"http://127.0.0.1:{port}/v1/models")
 
 
-def measure_side_by_side(model: Path, n: int, args: argparse.Namespace, have_peers: bool, bias: dict[str, float]) -> dict[str, list[Result]]:
+def measure_side_by_side(model: Path, n: int, args: argparse.Namespace, scenario: str, have_peers: bool, bias: dict[str, float]) -> dict[str, list[Result]]:
     """Every peer's servers up at once and their rounds taken in turn, so a machine that
     drifts faster or slower over minutes shifts every peer alike."""
+    keep = scenario in ("realistic", "shared")
+    make = shared_conversation if scenario == "shared" else conversation
     rounds: dict[str, list[Result]] = {}
     with ExitStack() as stack:
         data = stack.enter_context(tempfile.TemporaryDirectory())
         port, server = agentic_server(n, data)
         stack.enter_context(server)
         agentic = f"http://127.0.0.1:{port}"
-        asyncio.run(agentic_round(agentic, 1, 8))  # warm-up
-        peers = {"raw": lambda: raw_ceiling(model, n, args.tokens), "agentic": lambda: asyncio.run(agentic_round(agentic, n, args.tokens))}
+        peers = {"agentic": lambda: asyncio.run(agentic_round(agentic, n, args.tokens, keep, make))}
+        prepare = [lambda: asyncio.run(agentic_round(agentic, 1, 8, keep, make))]  # warm-up; in `shared`, the session that ran before
+        if scenario == "empty":
+            peers = {"raw": lambda: raw_ceiling(model, n, args.tokens), **peers}
         if have_peers:
             port, server = llama_server(n, model)
             stack.enter_context(server)
             llama = f"http://127.0.0.1:{port}"
-            asyncio.run(openai_round("llama-srv", llama, 1, 8, {"ignore_eos": True}))
-            peers["llama-srv"] = lambda: asyncio.run(openai_round("llama-srv", llama, n, args.tokens, {"ignore_eos": True}))
+            prepare.append(lambda: asyncio.run(openai_round("llama-srv", llama, 1, 8, {"ignore_eos": True}, make)))
+            peers["llama-srv"] = lambda: asyncio.run(openai_round("llama-srv", llama, n, args.tokens, {"ignore_eos": True}, make))
+        for step in prepare:
+            step()
+        if scenario == "realistic":  # the team's earlier sessions, idle when the measured rounds start
+            asyncio.run(agentic_round(agentic, args.idle, 8, keep=True))
+            if have_peers:
+                asyncio.run(openai_round("llama-srv", llama, args.idle, 8, {"ignore_eos": True}))
         for _ in range(args.rounds):
             for peer, one_round in peers.items():
                 rounds.setdefault(peer, []).append(one_round())
-    if have_peers and n <= args.lcp_max_n:  # one round: it serves one request at a time
+    if scenario == "empty" and have_peers and n <= args.lcp_max_n:  # one round: it serves one request at a time
         port, server = lcp_server(model)
         with server:
             rounds["lcp-srv"] = [asyncio.run(openai_round("lcp-srv", f"http://127.0.0.1:{port}", n, args.tokens, {"logit_bias": bias}))]
     return rounds
 
 
-def merge(results: list[Result]) -> Result:
-    merged = Result(results[0].peer, results[0].n)
-    for r in results:
-        merged.tokens += r.tokens
-        merged.seconds += r.seconds
-        merged.ttft_ms += r.ttft_ms
-    return merged
+def throughput_table(summaries: dict[tuple[str, int], Summary]) -> str:
+    rows = []
+    for (peer, n), s in sorted(summaries.items(), key=lambda item: (item[0][1], item[0][0])):
+        ls = summaries.get(("llama-srv", n))
+        rows.append([peer, n, s.rounds, round(s.tok_s, 1), round(s.p50), round(s.p95),
+                     f"{s.tok_s / ls.tok_s:.2f}x" if ls else "-", f"{s.p50 / ls.p50:.2f}x" if ls else "-", f"{s.p95 / ls.p95:.2f}x" if ls else "-"])
+    return table(["peer", "N", "rounds", "tok/s", "TTFT p50 ms", "TTFT p95 ms", "tok/s vs llama-srv", "p50 vs", "p95 vs"], rows)
+
+
+def turns_table(model: Path, args: argparse.Namespace, have_peers: bool) -> str:
+    rows = []
+
+    def row(peer: str, ttft: dict[int, list[float]]) -> list[object]:
+        first, last = percentile(ttft[1], 50), percentile(ttft[args.turns], 50)
+        return [peer, round(first), round(last), f"{last / first:.2f}x"]
+
+    with tempfile.TemporaryDirectory() as data:
+        port, server = agentic_server(8, data, ctx_per_seq=TURNS_CTX_PER_SEQ)
+        with server:
+            rows.append(row("agentic", asyncio.run(interleaved_turns_agentic(f"http://127.0.0.1:{port}", 8, args.turns, args.turn_tokens))))
+    if have_peers:
+        port, server = llama_server(8, model, ctx_per_seq=TURNS_CTX_PER_SEQ)
+        with server:
+            rows.append(row("llama-srv", asyncio.run(interleaved_turns_openai(f"http://127.0.0.1:{port}", 8, args.turns, args.turn_tokens))))
+    return table(["peer", "turn-1 TTFT p50 ms", f"turn-{args.turns} TTFT p50 ms", "ratio"], rows)
+
+
+TITLES = {
+    "realistic": "Realistic: sessions stay, {idle} idle sessions before the measured rounds, new never-seen prompts each round",
+    "empty": "Empty slots: every round's sessions are deleted after it",
+    "shared": "Shared system prompt (~500 tokens), one such session ran before, new sessions each round",
+}
 
 
 def run(args: argparse.Namespace) -> None:
     model = bundled_model_path()
-    have_peers = (PEERS / "bin" / "llama-cpp-server").exists()
+    have_peers = llama_server_binary().exists()
     if not have_peers:
         print("bench/.peers is missing: run bench/setup_peers.sh for llama-server and llama_cpp.server; measuring raw and agentic only\n")
     bias = eog_bias(model)
-    results: dict[tuple[str, int], Result] = {}
-    for n in args.n:
-        rounds = measure_side_by_side(model, n, args, have_peers, bias)
-        results.update({(peer, n): merge(peer_rounds) for peer, peer_rounds in rounds.items()})
-        print(f"N={n} done", flush=True)
-
-    rows = []
-    for (peer, n), r in results.items():
-        raw = results[("raw", n)].tok_s
-        ls = results.get(("llama-srv", n))
-        rows.append([peer, n, r.tokens, round(r.tok_s, 1), round(percentile(r.ttft_ms, 50)), round(percentile(r.ttft_ms, 95)),
-                     f"{r.tok_s / raw:.2f}x", f"{r.tok_s / ls.tok_s:.2f}x" if ls else "-"])
-    print(f"\nAggregate throughput and TTFT, {args.tokens}-token replies, {THREADS} threads ({os.cpu_count()} cores)")
-    print(table(["peer", "N", "tokens", "tok/s", "TTFT p50 ms", "TTFT p95 ms", "vs raw", "vs llama-srv"], sorted(rows, key=lambda r: (r[1], r[0]))))
-
-    if args.turns:
+    load = os.getloadavg()[0]
+    for scenario in [s for s in args.scenarios if s in TITLES]:
+        summaries: dict[tuple[str, int], Summary] = {}
+        for n in ([8] if scenario == "shared" else args.n):
+            rounds = measure_side_by_side(model, n, args, scenario, have_peers, bias)
+            summaries.update({(peer, n): Summary.of(results) for peer, results in rounds.items()})
+            print(f"{scenario} N={n}: " + "; ".join(f"{peer} {[round(r.tok_s, 1) for r in rs]} tok/s, p95 {[round(percentile(r.ttft_ms, 95)) for r in rs]} ms"
+                                                   for peer, rs in rounds.items()), flush=True)
+        print(f"\n{TITLES[scenario].format(idle=args.idle)}; {args.tokens}-token replies, {THREADS} threads ({os.cpu_count()} cores), medians over rounds")
+        print(throughput_table(summaries), flush=True)
+    if "turns" in args.scenarios and args.turns:
         print(f"\nTurn-{args.turns} vs turn-1 TTFT, 8 sessions interleaving, {args.turn_tokens}-token replies")
-        rows = []
-        with tempfile.TemporaryDirectory() as data:
-            port, server = agentic_server(8, data, ctx_per_seq=TURNS_CTX_PER_SEQ)
-            with server:
-                ttft = asyncio.run(interleaved_turns_agentic(f"http://127.0.0.1:{port}", 8, args.turns, args.turn_tokens))
-                rows.append(["agentic", round(percentile(ttft[1], 50)), round(percentile(ttft[args.turns], 50)), f"{percentile(ttft[args.turns], 50) / percentile(ttft[1], 50):.2f}x"])
-        if have_peers:
-            port, server = llama_server(8, model, ctx_per_seq=TURNS_CTX_PER_SEQ)
-            with server:
-                ttft = asyncio.run(interleaved_turns_openai(f"http://127.0.0.1:{port}", 8, args.turns, args.turn_tokens))
-                rows.append(["llama-srv", round(percentile(ttft[1], 50)), round(percentile(ttft[args.turns], 50)), f"{percentile(ttft[args.turns], 50) / percentile(ttft[1], 50):.2f}x"])
-        print(table(["peer", "turn-1 TTFT p50 ms", f"turn-{args.turns} TTFT p50 ms", "ratio"], rows))
+        print(turns_table(model, args, have_peers))
+    print(f"\nload average: {load:.1f} at start, {os.getloadavg()[0]:.1f} at end")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--n", type=int, nargs="+", default=[1, 8, 16])
+    parser.add_argument("--n", type=int, nargs="+", default=[8, 16])
     parser.add_argument("--tokens", type=int, default=128)
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--lcp-max-n", type=int, default=16, help="largest N to run llama_cpp.server at (it serves one request at a time)")
+    parser.add_argument("--scenarios", nargs="+", default=["realistic", "empty", "shared", "turns"], choices=["realistic", "empty", "shared", "turns"])
+    parser.add_argument("--idle", type=int, default=50, help="idle sessions before the realistic scenario's measured rounds")
+    parser.add_argument("--lcp-max-n", type=int, default=8, help="largest N to run llama_cpp.server at (it serves one request at a time)")
     parser.add_argument("--turns", type=int, default=10)
     parser.add_argument("--turn-tokens", type=int, default=32)
     run(parser.parse_args())
