@@ -377,7 +377,7 @@ TITLES = {
 
 
 def run(args: argparse.Namespace) -> None:
-    model = bundled_model_path()
+    model = args.model or bundled_model_path()
     have_peers = llama_server_binary().exists()
     if not have_peers:
         print("bench/.peers is missing: run bench/setup_peers.sh for llama-server and llama_cpp.server; measuring raw and agentic only\n")
@@ -408,6 +408,7 @@ def main() -> None:
     parser.add_argument("--lcp-max-n", type=int, default=8, help="largest N to run llama_cpp.server at (it serves one request at a time)")
     parser.add_argument("--turns", type=int, default=10)
     parser.add_argument("--turn-tokens", type=int, default=32)
+    parser.add_argument("--model", type=Path, help="GGUF file (default: the bundled model)")
     run(parser.parse_args())
 
 

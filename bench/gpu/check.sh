@@ -9,7 +9,7 @@
 # `build` compiles with -DGGML_CUDA=on -DCMAKE_CUDA_ARCHITECTURES=90 plus deploy.sh's safe CPU
 # flags; `run` loads the bundled model with every layer offloaded, chats end to end through a
 # real server, and runs bench/chat_bench.py at N=1/8/16 against the raw loop on the same GPU.
-# Results land in $OUT (check.log, chat_bench.json).
+# Results land in $OUT (check.log, server.log).
 set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/../.." && pwd)"
 STATE=/tmp/agentic-gpu
@@ -61,7 +61,7 @@ assert health["gpu_offload"] is True and reply["usage"]["completion_tokens"] > 0
 PY
     kill "$server"; wait "$server" || true
     log "chat_bench N=1/8/16 vs the raw loop on this GPU"
-    python3 "$ROOT/bench/chat_bench.py" --model "$MODEL_PATH" --n 1 8 16 --peers raw --json "$OUT/chat_bench.json" 2>&1 | tee -a "$OUT/check.log"
+    python3 "$ROOT/bench/chat_bench.py" --model "$MODEL_PATH" --n 1 8 16 --scenarios empty realistic 2>&1 | tee -a "$OUT/check.log"
 }
 
 for step in "$@"; do "$step"; done
