@@ -37,7 +37,7 @@ from typing import Callable
 
 import aiohttp
 
-from common import PEERS, PYTHON, free_port, percentile, process, table
+from common import PEERS, PYTHON, UNLIMITED_SESSIONS, free_port, percentile, process, table
 
 from agentic.config import EngineSettings, bundled_model_path
 
@@ -280,7 +280,8 @@ async def interleaved_turns_openai(base: str, sessions: int, turns: int, reply_t
 # -- orchestration -------------------------------------------------------------------------------------
 def agentic_server(n: int, data_dir: str, ctx_per_seq: int = CTX_PER_SEQ):
     port = free_port()
-    env = {"N_PARALLEL": str(n), "CTX_PER_SESSION": str(ctx_per_seq), "N_THREADS": str(THREADS), "LOG_FORMAT": "plain", "MAX_QUEUE": "256"}
+    env = {"N_PARALLEL": str(n), "CTX_PER_SESSION": str(ctx_per_seq), "N_THREADS": str(THREADS), "LOG_FORMAT": "plain", "MAX_QUEUE": "256",
+           **UNLIMITED_SESSIONS}  # the bench creates its sessions from one address, in a burst
     log = Path(data_dir) / "server.log"
     return port, process([PYTHON, "-m", "agentic", "serve", "--port", str(port), "--data-dir", data_dir], f"http://127.0.0.1:{port}/health", env, log)
 
