@@ -88,7 +88,7 @@ async def services_ctx(app: web.Application) -> AsyncIterator[None]:
     manager = app[keys.sessions_key]
     engine = app[keys.engine_key]
     chat = ChatService(manager, engine, settings.max_message_chars)
-    uploads = UploadService(settings.uploads, manager, settings.uploads_dir, settings.data_dir / "extracted")
+    uploads = UploadService(settings.uploads, manager, settings.uploads_dir, settings.extracted_dir)
     await uploads.start()
     app[keys.metrics_key].watch(manager, chat)
     chat.context_provider = uploads.context_for

@@ -72,3 +72,21 @@ def form(*files: tuple[str, bytes]) -> tuple[bytes, str]:
 async def upload(client, session_id: str, *files: tuple[str, bytes], headers: dict | None = None):
     body, content_type = form(*files)
     return await client.post(f"/sessions/{session_id}/files", data=body, headers={"Content-Type": content_type, **(headers or {})})
+
+
+@pytest.fixture
+def prompts(monkeypatch) -> dict[str, str]:
+    """The text of the prompt each session's latest turn was answered from, recorded around the
+    engine's history window (the engine itself keeps no copy of it)."""
+    from agentic.engine.window import HistoryWindow
+
+    seen: dict[str, str] = {}
+    fit = HistoryWindow.fit
+
+    def recording_fit(window: HistoryWindow, session_id: str, messages, budget: int):
+        text, tokens, cut = fit(window, session_id, messages, budget)
+        seen[session_id] = text
+        return text, tokens, cut
+
+    monkeypatch.setattr(HistoryWindow, "fit", recording_fit)
+    return seen

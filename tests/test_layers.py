@@ -172,15 +172,8 @@ def test_layers_import_downward_only():
     assert violations(import_graph(PACKAGE_DIR)) == []
 
 
-# Cycles their owners are removing in work not yet landed, named here so that any other
-# cycle fails; remove an entry as soon as its cycle is gone.
-KNOWN_CYCLES = [
-    ["agentic.engine.scheduler", "agentic.engine.slots"],  # slots.py names ActiveTurn for types only (issue 12)
-]
-
-
 def test_no_import_cycles():
-    assert [c for c in cycles(import_graph(PACKAGE_DIR)) if c not in KNOWN_CYCLES] == []
+    assert cycles(import_graph(PACKAGE_DIR)) == []
 
 
 # -- the checker itself -----------------------------------------------------------------------

@@ -11,7 +11,7 @@ from agentic.chat.subscribers import Subscriber
 from agentic.chat.turns import Turn
 from agentic.engine.engine import Engine
 from agentic.errors import Busy, Conflict, Invalid, TooLarge, Unavailable
-from agentic.engine.types import EngineBusy, EngineNotReady, Sampling, TurnRequest
+from agentic.engine.types import Done, EngineBusy, EngineNotReady, Failed, Queued, Sampling, Token, TurnEvent, TurnRequest
 from agentic.sessions.lifecycle import SessionManager
 from agentic.sessions.models import SessionRecord
 
@@ -119,7 +119,7 @@ class ChatService:
                 session_id=record.session_id, messages=messages,
                 max_tokens=self.engine.clamp_max_tokens(max_tokens or record.settings.max_tokens),
                 sampling=Sampling(record.settings.temperature, record.settings.top_p, record.settings.top_k, record.settings.seed, record.settings.ignore_eos),
-                emit=lambda kind, payload: self._on_engine_event(turn, kind, payload),
+                emit=lambda event: self._on_engine_event(turn, event),
             )
             self.engine.submit(turn.request)
         except EngineBusy as exc:
@@ -152,18 +152,18 @@ class ChatService:
     def _send(self, turn: Turn, body: dict[str, Any]) -> None:
         self.broadcast(turn.session_id, turn.frame(body))
 
-    def _on_engine_event(self, turn: Turn, kind: str, payload: Any) -> None:
-        if kind == "token":
-            turn.parts.append(payload)
-            self._send(turn, {"type": "token", "text": payload})
-        elif kind == "queued":
-            self._send(turn, {"type": "queued", "position": payload})
-        elif kind == "done":
-            self._track(self._complete(turn, payload))
-        elif kind == "error":
-            code, message = payload
-            self._send(turn, {"type": "error", "code": code, "message": message})
-            self._track(self._complete(turn, None))
+    def _on_engine_event(self, turn: Turn, event: TurnEvent) -> None:
+        match event:
+            case Token(text):
+                turn.parts.append(text)
+                self._send(turn, {"type": "token", "text": text})
+            case Queued(position):
+                self._send(turn, {"type": "queued", "position": position})
+            case Done(usage):
+                self._track(self._complete(turn, usage))
+            case Failed(code, message):
+                self._send(turn, {"type": "error", "code": code, "message": message})
+                self._track(self._complete(turn, None))
 
     def _track(self, coro: Awaitable[None]) -> None:
         task = asyncio.ensure_future(coro)

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 from agentic.config import EngineSettings
+from agentic.engine.kv_store import SUFFIX, KvStore
 from agentic.engine.types import EngineBusy, EngineNotReady, TurnRequest
 
 log = logging.getLogger("agentic.engine")
@@ -22,6 +23,7 @@ class Engine:
         self.model = None
         self.scheduler = None
         self.load_error: str | None = None
+        self._switch_interval: float | None = None  # the process's own, while ours is set
         self._loaded = asyncio.Event()
 
     @property
@@ -47,7 +49,6 @@ class Engine:
 
     async def start(self) -> None:
         """Load the model on a worker thread, then start the inference thread."""
-        from agentic.engine.kv_store import KvStore
         from agentic.engine.model import LlamaModel
         from agentic.engine.prefill import PrefillPolicy, measure_prefill_costs
         from agentic.engine.scheduler import Scheduler
@@ -68,6 +69,7 @@ class Engine:
         self.scheduler = Scheduler(self.model, kv, asyncio.get_running_loop(), self.settings.prefill_chunk, self.settings.parallel, policy)
         # The inference thread comes back from each llama_decode needing the GIL; with the
         # default 5 ms switch interval it can wait that long behind the event loop every step.
+        self._switch_interval = sys.getswitchinterval()
         sys.setswitchinterval(SWITCH_INTERVAL_S)
         self.scheduler.start()
         self._loaded.set()
@@ -79,6 +81,9 @@ class Engine:
         if self.scheduler is not None:
             scheduler, self.scheduler = self.scheduler, None
             await asyncio.to_thread(scheduler.stop)
+        if self._switch_interval is not None:
+            sys.setswitchinterval(self._switch_interval)
+            self._switch_interval = None
         if self.model is not None:
             self.model.close()
             self.model = None
@@ -100,7 +105,7 @@ class Engine:
     async def drop_session(self, session_id: str) -> None:
         """Forget a session's cached model state, in memory and on disk."""
         if self.scheduler is None or self.scheduler.failure is not None:  # no thread to ask
-            (self.kv_dir / f"{session_id}.kv").unlink(missing_ok=True)
+            (self.kv_dir / f"{session_id}{SUFFIX}").unlink(missing_ok=True)
             return
         done = asyncio.get_running_loop().create_future()
         self.scheduler.drop_session(session_id, lambda: done.done() or done.set_result(None))
@@ -108,7 +113,7 @@ class Engine:
 
     def remove_orphans(self, live: set[str]) -> None:
         """Delete saved model state of sessions that are gone (a crash mid-delete). Blocking."""
-        for state in self.kv_dir.glob("*.kv") if self.kv_dir.is_dir() else ():
+        for state in self.kv_dir.glob(f"*{SUFFIX}") if self.kv_dir.is_dir() else ():
             if state.stem not in live:
                 state.unlink(missing_ok=True)
 

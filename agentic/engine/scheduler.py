@@ -23,16 +23,15 @@ import queue
 import threading
 import time
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Callable
 
 from agentic.engine.batch import Batch
 from agentic.engine.kv_store import KvStore
 from agentic.engine.model import LlamaModel
 from agentic.engine.prefill import PrefillPolicy
-from agentic.engine.slots import CellLedger, Slot
-from agentic.engine.text import TokenText
-from agentic.engine.types import TurnRequest
+from agentic.engine.slots import ActiveTurn, CellLedger, Slot
+from agentic.engine.types import Done, Failed, Queued, Token, TurnEvent, TurnRequest
 from agentic.engine.window import HistoryWindow, PromptTooLong
 
 log = logging.getLogger("agentic.engine")
@@ -48,34 +47,6 @@ MIN_SHARED_PREFIX = 16
 PARK_AFTER_S = 2.0
 # A failed llama_decode loses the turns in that step; this many in a row means the engine is broken.
 MAX_DECODE_FAILURES = 3
-
-
-@dataclass
-class ActiveTurn:
-    req: TurnRequest
-    slot: Slot
-    prompt: list[int]
-    pending: list[int]
-    sampler: Any
-    usage: dict[str, Any]
-    started: float
-    next_token: int | None = None
-    logit_index: int | None = None
-    generated: int = 0
-    first_token_at: float | None = None
-    text: TokenText = field(default_factory=TokenText)
-    # The prompts this turn's second token waits for; decided when it is first due (None: not yet).
-    held_behind: list["ActiveTurn"] | None = None
-    prefill_started: bool = False
-
-    @property
-    def prefilling(self) -> bool:
-        return bool(self.pending) and self.slot.turn is self
-
-    @property
-    def cells_to_come(self) -> int:
-        """Cells this turn may still take: the rest of its prompt and of its reply."""
-        return len(self.pending) + self.req.max_tokens - self.generated
 
 
 @dataclass
@@ -116,7 +87,7 @@ class Scheduler:
         self.waiting: deque[TurnRequest] = deque()
         self.active: list[ActiveTurn] = []
         self._commands: queue.Queue[tuple[str, Any, Any]] = queue.Queue()
-        self._outbox: list[tuple[TurnRequest, str, Any]] = []
+        self._outbox: list[tuple[TurnRequest, TurnEvent]] = []
         self._batch = Batch(model.n_batch, model.n_seq)
         self._thread = threading.Thread(target=self._run, name="inference", daemon=True)
         self._stopping = False
@@ -127,8 +98,6 @@ class Scheduler:
         self._last_positions: dict[int, int] = {}
         self.waiting_count = 0
         self.handoff_wait_s = 0.02
-        # The text of the prompt each session's latest turn was answered from, for inspection.
-        self.last_prompt: dict[str, str] = {}
         self.window = HistoryWindow(model.tokenize_chat)
 
     # -- called from the event loop ------------------------------------------
@@ -192,8 +161,8 @@ class Scheduler:
             self._drop(arg)
             self.loop.call_soon_threadsafe(done)
 
-    def _emit(self, req: TurnRequest, kind: str, payload: Any) -> None:
-        self._outbox.append((req, kind, payload))
+    def _emit(self, req: TurnRequest, event: TurnEvent) -> None:
+        self._outbox.append((req, event))
 
     def _flush_outbox(self) -> None:
         """Hand this step's events to the event loop and give it a moment to send them.
@@ -217,7 +186,7 @@ class Scheduler:
         for req in list(self.waiting):
             if req.cancelled.is_set():
                 self._dequeue(req)
-                self._emit(req, "done", {"finish_reason": "cancelled", "prompt_tokens": 0, "completion_tokens": 0})
+                self._emit(req, Done.before_start())
                 continue
             if len(self.active) >= self.max_active:
                 break
@@ -234,7 +203,7 @@ class Scheduler:
                 prompt, trimmed = self._build_prompt(req)
             except PromptTooLong as exc:
                 self._dequeue(req)
-                self._emit(req, "error", ("context_overflow", str(exc)))
+                self._emit(req, Failed("context_overflow", str(exc)))
                 continue
             slot = self._make_room(req, slot, prompt)
             if slot is None:
@@ -253,7 +222,7 @@ class Scheduler:
         positions = {id(req): pos for pos, req in enumerate(self.waiting, start=1)}
         for req in self.waiting:
             if self._last_positions.get(id(req)) != positions[id(req)]:
-                self._emit(req, "queued", positions[id(req)])
+                self._emit(req, Queued(positions[id(req)]))
         self._last_positions = positions
 
     def _resident_slot(self, session_id: str) -> Slot | None:
@@ -337,12 +306,10 @@ class Scheduler:
         slot.turn = turn
         self.active.append(turn)
         self.counters.turns_started += 1
-        self._emit(req, "started", dict(turn.usage))
 
     def _build_prompt(self, req: TurnRequest) -> tuple[list[int], int]:
         """Tokens of the conversation, without the oldest turns where the reply would not fit."""
-        text, tokens, trimmed = self.window.fit(req.session_id, req.messages, self.model.n_ctx_seq - req.max_tokens)
-        self.last_prompt[req.session_id] = text
+        _text, tokens, trimmed = self.window.fit(req.session_id, req.messages, self.model.n_ctx_seq - req.max_tokens)
         return tokens, trimmed
 
     # -- one decode step -------------------------------------------------------
@@ -485,7 +452,7 @@ class Scheduler:
         self.counters.tokens_generated += 1
         text = turn.text.push(self.model.piece(token))
         if text:
-            self._emit(turn.req, "token", text)
+            self._emit(turn.req, Token(text))
         if turn.generated >= turn.req.max_tokens or len(turn.slot.tokens) + 1 >= self.model.n_ctx_seq:
             self._finish(turn, "length")
         else:
@@ -503,22 +470,22 @@ class Scheduler:
             raise RuntimeError(f"llama_decode failed {self._decode_failures} times in a row (last code {rc})")
         for turn in turns:
             self._release(turn.slot)
-            self._finish(turn, "error", ("decode_failed", f"the model could not process this turn (llama_decode returned {rc})"))
+            self._finish(turn, "error", Failed("decode_failed", f"the model could not process this turn (llama_decode returned {rc})"))
 
     def _fail_everything(self, reason: str) -> None:
         """The thread is ending for good: every turn, running, waiting or just submitted, gets an error."""
         self.failure = reason
-        error = ("engine_failed", reason)
+        error = Failed("engine_failed", reason)
         for turn in list(self.active):
             self._finish(turn, "error", error)
         self._take_commands(block=False)
         for req in list(self.waiting):
             self._dequeue(req)
-            self._emit(req, "error", error)
+            self._emit(req, error)
         self._flush_outbox()
 
-    def _finish(self, turn: ActiveTurn, reason: str, error: tuple[str, str] | None = None) -> None:
-        """End a turn: its usage goes out as "done", or `error` (code, message) as "error" instead."""
+    def _finish(self, turn: ActiveTurn, reason: str, error: Failed | None = None) -> None:
+        """End a turn: its usage goes out as `Done`, or `error` instead."""
         end = time.perf_counter()
         first = turn.first_token_at or end
         usage = dict(turn.usage)
@@ -533,23 +500,19 @@ class Scheduler:
         turn.slot.last_used = time.monotonic()
         self.active.remove(turn)
         self.counters.turns_finished += 1
-        if error is not None:
-            self._emit(turn.req, "error", error)
-        else:
-            self._emit(turn.req, "done", usage)
+        self._emit(turn.req, Done(usage) if error is None else error)
 
     # -- session state -----------------------------------------------------------
     def _drop(self, session_id: str) -> None:
         for req in [r for r in self.waiting if r.session_id == session_id]:
             self._dequeue(req)
-            self._emit(req, "done", {"finish_reason": "cancelled", "prompt_tokens": 0, "completion_tokens": 0})
+            self._emit(req, Done.before_start())
         for slot in self.slots:
             if slot.session_id == session_id:
                 if slot.turn is not None:
                     self._finish(slot.turn, "cancelled")
                 self._release(slot)
         self.kv.drop(session_id)
-        self.last_prompt.pop(session_id, None)
         self.window.forget(session_id)
 
     def _save_all_slots(self) -> None:
@@ -570,11 +533,11 @@ def common_prefix(a: list[int], b: list[int]) -> int:
     return i
 
 
-def _deliver(events: list[tuple[TurnRequest, str, Any]], delivered: threading.Event) -> None:
+def _deliver(events: list[tuple[TurnRequest, TurnEvent]], delivered: threading.Event) -> None:
     try:
-        for req, kind, payload in events:
+        for req, event in events:
             try:
-                req.emit(kind, payload)
+                req.emit(event)
             except Exception:
                 log.exception("turn event handler failed", extra={"session_id": req.session_id})
     finally:

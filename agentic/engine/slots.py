@@ -2,16 +2,17 @@
 
 A slot is one llama.cpp sequence; while a session is resident, its slot's `tokens` are what
 the cache holds for it. Sequences that copied a prefix from one another share its cells, so
-the cache's use is the number of distinct cells, which the ledger counts.
+the cache's use is the number of distinct cells, which the ledger counts. The turn a slot is
+decoding (`ActiveTurn`) lives here with it, since each names the other.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Iterable
+from typing import Any, Iterable
 
-if TYPE_CHECKING:
-    from agentic.engine.scheduler import ActiveTurn
+from agentic.engine.text import TokenText
+from agentic.engine.types import TurnRequest
 
 
 class CellLedger:
@@ -82,3 +83,31 @@ class Slot:
 
     def only_own_cells(self) -> int:
         return self.ledger.freed_by(self.cells)
+
+
+@dataclass
+class ActiveTurn:
+    req: TurnRequest
+    slot: Slot
+    prompt: list[int]
+    pending: list[int]
+    sampler: Any
+    usage: dict[str, Any]
+    started: float
+    next_token: int | None = None
+    logit_index: int | None = None
+    generated: int = 0
+    first_token_at: float | None = None
+    text: TokenText = field(default_factory=TokenText)
+    # The prompts this turn's second token waits for; decided when it is first due (None: not yet).
+    held_behind: list["ActiveTurn"] | None = None
+    prefill_started: bool = False
+
+    @property
+    def prefilling(self) -> bool:
+        return bool(self.pending) and self.slot.turn is self
+
+    @property
+    def cells_to_come(self) -> int:
+        """Cells this turn may still take: the rest of its prompt and of its reply."""
+        return len(self.pending) + self.req.max_tokens - self.generated

@@ -17,21 +17,58 @@ class Sampling:
     ignore_eos: bool = False
 
 
+@dataclass(frozen=True, slots=True)
+class Queued:
+    """The turn waits for the model, `position` turns ahead of it (1: it is next)."""
+
+    position: int
+
+
+@dataclass(frozen=True, slots=True)
+class Token:
+    """Reply text, as it is decoded (whole characters)."""
+
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class Done:
+    """The turn ended: `usage` has its token counts, timings and `finish_reason`."""
+
+    usage: dict[str, Any]
+
+    @classmethod
+    def before_start(cls) -> "Done":
+        """Cancelled while it waited: no prompt was read, no token made."""
+        return cls({"finish_reason": "cancelled", "prompt_tokens": 0, "completion_tokens": 0})
+
+
+@dataclass(frozen=True, slots=True)
+class Failed:
+    """The turn could not be answered: `code` names why (context_overflow, decode_failed, engine_failed)."""
+
+    code: str
+    message: str
+
+
+TurnEvent = Queued | Token | Done | Failed
+
+
 @dataclass
 class TurnRequest:
     """One assistant turn for one session.
 
     `messages` is the whole conversation to answer (system prompt first, newest user
-    message last). `emit(kind, payload)` is called on the event loop thread.
+    message last). `emit(event)` is called on the event loop thread; a turn's last event is
+    `Done` or `Failed`.
     """
 
     session_id: str
     messages: list[dict[str, str]]
     max_tokens: int
     sampling: Sampling
-    emit: Callable[[str, Any], None]
+    emit: Callable[[TurnEvent], None]
     cancelled: threading.Event = field(default_factory=threading.Event)
-    turn_id: int = 0
     submitted: float = field(default_factory=time.perf_counter)
 
 

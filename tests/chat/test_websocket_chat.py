@@ -102,7 +102,7 @@ async def test_disconnect_stops_generation_and_keeps_partial_reply(model_client)
     assert chat.hub(sid).current is None
 
 
-async def test_two_sessions_batched_and_isolated(model_client):
+async def test_two_sessions_batched_and_isolated(model_client, prompts):
     engine = model_client.app[keys.engine_key]
     a, _ = await open_session_socket(model_client)
     b, _ = await open_session_socket(model_client)
@@ -114,7 +114,6 @@ async def test_two_sessions_batched_and_isolated(model_client):
     assert fa[-1]["type"] == fb[-1]["type"] == "done"
     stats = engine.stats()
     assert stats["multi_sequence_steps"] > 0 and stats["max_sequences_in_step"] >= 2
-    prompts = engine.scheduler.last_prompt
     by_secret = {("PAPAYA" in p, "WALRUS" in p) for p in prompts.values()}
     assert by_secret == {(True, False), (False, True)}
     await a.close()

@@ -1,6 +1,7 @@
 """The engine with the real model: slots, eviction to disk, restore, trimming, limits."""
 
 import asyncio
+import sys
 from types import SimpleNamespace
 
 import pytest
@@ -8,6 +9,7 @@ import pytest
 from agentic import keys
 from agentic.app import create_app
 from agentic.engine.chat_template import ChatTemplate
+from agentic.engine.engine import SWITCH_INTERVAL_S
 from agentic.engine import scheduler as scheduler_module
 from agentic.engine.prefill import PrefillCosts, PrefillPolicy
 from agentic.engine.scheduler import ActiveTurn, Scheduler, common_prefix
@@ -67,7 +69,7 @@ async def reply(client, sid, content, max_tokens=12):
     return body
 
 
-async def test_evicted_sessions_restore_their_own_state(aiohttp_client, tmp_path):
+async def test_evicted_sessions_restore_their_own_state(aiohttp_client, tmp_path, prompts):
     """Two sessions with different secrets: each turn's session is parked when the other's starts."""
     client = await started_app(aiohttp_client, tmp_path, park_after_s=0, engine_parallel=1)
     engine = client.app[keys.engine_key]
@@ -81,11 +83,11 @@ async def test_evicted_sessions_restore_their_own_state(aiohttp_client, tmp_path
     second_a = await reply(client, a, "Say it again.")
     assert second_a["usage"]["restored_state"] is True
     assert second_a["usage"]["cached_tokens"] > 0
-    prompt_a = engine.scheduler.last_prompt[a]
+    prompt_a = prompts[a]
     assert "ALPHA-7" in prompt_a and "BRAVO-9" not in prompt_a
     second_b = await reply(client, b, "Say it again.")
     assert second_b["usage"]["restored_state"] is True
-    assert "BRAVO-9" in engine.scheduler.last_prompt[b] and "ALPHA-7" not in engine.scheduler.last_prompt[b]
+    assert "BRAVO-9" in prompts[b] and "ALPHA-7" not in prompts[b]
     assert engine.stats()["restores"] >= 2
 
     # Continuing from the restored cache gives exactly what a cold computation gives.
@@ -140,12 +142,12 @@ async def test_clear_and_delete_drop_model_state(aiohttp_client, tmp_path):
     assert not (tmp_path / "data" / "kv" / f"{a}.kv").exists()
     await client.delete(f"/sessions/{b}")
     assert all(slot.session_id != b for slot in engine.scheduler.slots)
-    assert b not in engine.scheduler.last_prompt
+    assert b not in engine.scheduler.resident and not engine.scheduler.kv.in_ram(b)
     after = await reply(client, a, "Fresh start.")
     assert after["usage"]["cached_tokens"] == 0 and after["usage"]["restored_state"] is False
 
 
-async def test_history_is_trimmed_when_it_outgrows_the_context(aiohttp_client, tmp_path):
+async def test_history_is_trimmed_when_it_outgrows_the_context(aiohttp_client, tmp_path, prompts):
     client = await started_app(aiohttp_client, tmp_path, engine_ctx_per_session=256)
     sid = (await new_session(client))["session_id"]
     record = client.app[keys.store_key].sessions[sid]
@@ -155,7 +157,7 @@ async def test_history_is_trimmed_when_it_outgrows_the_context(aiohttp_client, t
     body = await reply(client, sid, "Summarise.", max_tokens=8)
     assert body["usage"]["trimmed_messages"] > 0
     assert body["usage"]["prompt_tokens"] + 8 <= 256
-    assert "Message 0:" not in client.app[keys.engine_key].scheduler.last_prompt[sid]
+    assert "Message 0:" not in prompts[sid]
     following = await reply(client, sid, "And one more thing.", max_tokens=8)
     assert following["usage"]["trimmed_messages"] == body["usage"]["trimmed_messages"]  # the cut stayed put...
     assert following["usage"]["cached_tokens"] >= body["usage"]["prompt_tokens"] - 8  # ...so the prefix was reused
@@ -262,3 +264,11 @@ def test_a_fresh_stream_waits_only_for_its_own_burst():
     assert Scheduler._prompts_ahead_of_second_token(engine, fresh) == [same_burst]
     engine._batch.capacity = 39
     assert Scheduler._prompts_ahead_of_second_token(engine, fresh) == []
+
+
+async def test_the_switch_interval_is_the_process_own_again_once_the_engine_stops(aiohttp_client, tmp_path):
+    before = sys.getswitchinterval()
+    client = await started_app(aiohttp_client, tmp_path)
+    assert sys.getswitchinterval() == SWITCH_INTERVAL_S != before
+    await client.close()
+    assert sys.getswitchinterval() == before
