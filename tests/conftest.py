@@ -38,7 +38,7 @@ async def model_client(aiohttp_client, tmp_path):
     from agentic import keys
 
     await app[keys.engine_key].wait_loaded()
-    assert app[keys.engine_key].ready, app[keys.engine_key].load_error
+    assert app[keys.engine_key].ready, app[keys.engine_key].error
     return test_client
 
 

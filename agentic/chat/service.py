@@ -107,7 +107,7 @@ class ChatService:
         if hub.current is not None and not hub.current.done:
             raise Conflict("turn_in_progress", "a reply is already being generated for this session; stop it or wait")
         if not self.engine.ready:
-            raise Unavailable("model_not_ready", self.engine.load_error or "the model is still loading")
+            raise Unavailable("model_not_ready", self.engine.error or "the model is still loading")
         turn = Turn(record.session_id, cancel_when_unwatched)
         hub.current = turn  # claimed before any await, so a second turn is refused
         try:
