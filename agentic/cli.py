@@ -10,7 +10,7 @@ from pathlib import Path
 
 from aiohttp import web
 
-from agentic.config import settings_from_env
+from agentic.config import HEAD_TIMEOUT_S, settings_from_env
 from agentic.logs import configure_logging
 
 log = logging.getLogger("agentic")
@@ -60,7 +60,8 @@ def serve(args: argparse.Namespace, settings) -> int:
         settings = replace(settings, engine=replace(settings.engine, model_path=args.model_path))
     log.info("serving on http://%s:%d (data in %s)", settings.host, settings.port, settings.data_dir)
     try:
-        web.run_app(create_app(settings), host=settings.host, port=settings.port, print=None, access_log=None, shutdown_timeout=15)
+        web.run_app(create_app(settings), host=settings.host, port=settings.port, print=None, access_log=None, shutdown_timeout=15,
+                    keepalive_timeout=HEAD_TIMEOUT_S)
     except OSError as exc:
         print(f"agentic: cannot listen on {settings.host}:{settings.port}: {exc.strerror}. "
               f"Is another server running there? Stop it or pass --port.", file=sys.stderr)

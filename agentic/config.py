@@ -14,6 +14,9 @@ MIB = 1024 * 1024
 # The largest WebSocket frame either server takes from a browser: the client proxy must not
 # buffer more than the main server would accept.
 MAX_WS_FRAME_BYTES = 4 * MIB
+# aiohttp's keep-alive timer is its only deadline for a request head (from a connection's start
+# or its previous answer): both servers keep it short so a slow or broken head cannot hold a socket.
+HEAD_TIMEOUT_S = 10.0
 
 
 def bundled_model_path() -> Path | None:

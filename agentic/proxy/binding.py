@@ -8,13 +8,13 @@ import base64
 import json
 import logging
 import os
-import uuid
 from pathlib import Path
 
 from aiohttp import ClientSession, web
 from aiohttp_session import STORAGE_KEY, get_session
 from aiohttp_session.cookie_storage import EncryptedCookieStorage
 
+from agentic.ids import valid_session_id
 from agentic.proxy.limits import EXCHANGE_TIMEOUT
 
 log = logging.getLogger("agentic.proxy")
@@ -53,12 +53,8 @@ def cookie_storage(key: bytes, number: int) -> CookieStorage:
 
 
 def valid_uuid(raw: str | None) -> str | None:
-    if not raw:
-        return None
-    try:
-        return str(uuid.UUID(raw.strip()))
-    except ValueError:
-        return None
+    """The canonical id, by the one rule of agentic.ids; surrounding spaces are forgiven."""
+    return valid_session_id(raw.strip()) if raw else None
 
 
 async def save_binding(request: web.Request, response: web.StreamResponse) -> None:

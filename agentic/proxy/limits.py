@@ -8,7 +8,6 @@ HTTP_POOL = 256  # connections to the main server for plain HTTP, shared by the 
 WEBSOCKET_POOL = 4096  # relayed WebSockets at once, on their own pool so they never starve HTTP
 SOCKETS_PER_SESSION = 16  # relayed WebSockets of one session at once (a person's open tabs)
 CONNECT_WAIT_S = 10.0  # for a free pooled connection and its TCP connect together
-HEAD_TIMEOUT_S = 10.0  # for a request head, from the connection's start or its previous answer; also the idle keep-alive
 
 # No total timeout for what is forwarded: streams (server-sent events, long replies) last as
 # long as they last. Small exchanges the proxy reads itself (listing, create, liveness) have one.

@@ -12,9 +12,8 @@ from typing import Any
 
 from aiohttp import web
 
-from agentic.config import client_settings_from_env
+from agentic.config import HEAD_TIMEOUT_S, client_settings_from_env
 from agentic.proxy.app import create_client_apps
-from agentic.proxy.limits import HEAD_TIMEOUT_S
 
 log = logging.getLogger("agentic.proxy")
 

@@ -78,14 +78,19 @@ class Deployment:
         return int((self.data_dir / "run" / f"{name}.pid").read_text())
 
     def kill9(self, name: str = "main") -> None:
+        self.kill(signal.SIGKILL, name)
+
+    def kill(self, sig: int, name: str = "main") -> None:
+        """Send a signal and wait (up to 10 s) for the process to be gone."""
         pid = self.pid(name)
-        os.kill(pid, signal.SIGKILL)
-        for _ in range(100):
+        os.kill(pid, sig)
+        for _ in range(200):
             try:
                 os.kill(pid, 0)
             except ProcessLookupError:
                 return
             time.sleep(0.05)
+        raise AssertionError(f"{name} (pid {pid}) did not exit after signal {sig}")
 
     def stop_all(self) -> None:
         self.deploy("stop", "all", check=False)

@@ -2,21 +2,10 @@
 
 from __future__ import annotations
 
-import os
 import signal
 import time
 
 from tests.e2e.deployment import http
-
-
-def wait_gone(pid: int) -> None:
-    for _ in range(200):
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"process {pid} did not exit")
 
 
 def wait_for_status(deployment, text: str) -> str:
@@ -30,9 +19,7 @@ def wait_for_status(deployment, text: str) -> str:
 
 def test_sigill_shows_in_status_with_the_fix_and_a_faulthandler_stack_in_the_log(deployment):
     deployment.deploy("main")
-    pid = deployment.pid()
-    os.kill(pid, signal.SIGILL)  # what llama.cpp's AMX kernels did on the first chat
-    wait_gone(pid)
+    deployment.kill(signal.SIGILL)  # what llama.cpp's AMX kernels did on the first chat
 
     out = wait_for_status(deployment, "exited (signal SIGILL")
     assert "main exited (signal SIGILL at " in out
@@ -54,7 +41,5 @@ def test_a_deliberate_stop_is_not_reported_as_a_crash_but_an_exit_code_is(deploy
     assert "stopped" in out and "exited" not in out
 
     deployment.deploy("main")
-    pid = deployment.pid()
-    os.kill(pid, signal.SIGKILL)
-    wait_gone(pid)
+    deployment.kill(signal.SIGKILL)
     assert "exited (signal SIGKILL" in wait_for_status(deployment, "exited")

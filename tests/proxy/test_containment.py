@@ -14,8 +14,8 @@ import aiohttp
 import pytest
 from aiohttp import WSCloseCode, WSMsgType, web
 
-from agentic.config import MAX_WS_FRAME_BYTES
-from agentic.proxy.limits import HEAD_TIMEOUT_S, HTTP_POOL, SOCKETS_PER_SESSION
+from agentic.config import HEAD_TIMEOUT_S, MAX_WS_FRAME_BYTES
+from agentic.proxy.limits import HTTP_POOL, SOCKETS_PER_SESSION
 from tests.e2e.deployment import ROOT
 from tests.proxy.serving import Served, serve_proxy
 
@@ -180,9 +180,9 @@ async def read_until_closed(reader: asyncio.StreamReader) -> bytes:
     return seen
 
 
-async def test_a_slow_head_is_cut_at_the_deadline(served):
-    _, client = served
-    reader, writer = await asyncio.open_connection("127.0.0.1", client.port)
+@pytest.mark.parametrize("server", [0, 1], ids=["main", "client"])
+async def test_a_slow_head_is_cut_at_the_deadline(served, server):
+    reader, writer = await asyncio.open_connection("127.0.0.1", served[server].port)
     writer.write(b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\n")
 
     async def trickle() -> None:
