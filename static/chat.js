@@ -1,4 +1,5 @@
-// The chat page: one WebSocket per tab, resumable streams, the session sidebar, uploads.
+// The chat page: one WebSocket per tab, resumable streams, the session sidebar, uploads,
+// search, edit and regenerate, keyboard shortcuts.
 "use strict";
 
 (function () {
@@ -18,6 +19,7 @@
     reconnectTimer: null,
     gone: false,            // the session was deleted or expired
     messages: [],
+    follow: true,           // keep the conversation scrolled to its end while a reply streams
   };
 
   // -- HTTP ----------------------------------------------------------------------------------
@@ -164,6 +166,7 @@
       case "done": onDone(frame); break;
       case "error": onError(frame); break;
       case "files": state.session.files = frame.files; renderFiles(); break;
+      case "history": onHistory(frame); break;
       case "session_closed": sessionGone(); break;
       case "pong": break;
     }
@@ -208,7 +211,9 @@
   function ensureTurnElement() {
     if (!state.turn) return;
     if (!state.turn.element || !state.turn.element.isConnected) {
-      state.turn.element = appendMessage({ role: "assistant", content: state.turn.text, id: state.turn.messageId }, true);
+      state.turn.element = appendMessage({ role: "assistant", content: "", id: state.turn.messageId }, true);
+      state.turn.view = new window.agenticMarkdown.StreamView(state.turn.element.querySelector(".body"), copyText, followEnd);
+      state.turn.view.set(state.turn.text);
     }
   }
 
@@ -216,9 +221,16 @@
     if (!track(frame)) return;
     ensureTurnElement();
     state.turn.text += frame.text;
-    setBody(state.turn.element, state.turn.text);
+    state.turn.view.set(state.turn.text);
     setStatus("generating…");
-    scrollToEnd();
+  }
+
+  // An edit or a regenerate: the conversation as it now stands, before the new reply.
+  function onHistory(frame) {
+    state.messages = frame.messages;
+    pendingUser = null;
+    renderMessages();
+    setGenerating(true);
   }
 
   function onDone(frame) {
@@ -226,22 +238,32 @@
     setGenerating(false);
     if (frame.message) {
       ensureTurnElement();
-      state.messages.push(frame.message);
-      setBody(state.turn.element, frame.message.content);
-      state.turn.element.classList.remove("streaming");
-      setFigures(state.turn.element, frame.usage);
+      const message = Object.assign({}, frame.message, { usage: frame.usage || frame.message.usage });
+      state.messages.push(message);
+      fillMessage(state.turn.element, message);
+      markLastReply();
     } else if (state.turn && state.turn.element) {
       state.turn.element.remove();
     }
     state.turn = null;
     setStatus("connected");
     refreshSession();
+    reloadHistory();  // the stored ids of the turn's messages, which Edit needs
+  }
+
+  async function reloadHistory() {
+    const id = state.session.session_id;
+    const data = await api("GET", "/sessions/" + id + "/messages").catch(() => null);
+    if (!data || state.generating || pendingUser || !state.session || state.session.session_id !== id) return;
+    state.messages = data.messages;
+    renderMessages();
   }
 
   function onError(frame) {
     if (frame.message_id && !track(frame)) return;
     if (frame.message_id) { setGenerating(false); state.turn = null; }
-    if (pendingUser && !frame.message_id) { restoreInput(); }
+    if (pendingUser && !frame.message_id) restoreInput();
+    else if (!frame.message_id && !state.turn) setGenerating(false);  // a refused edit or regenerate
     const note = document.createElement("li");
     note.className = "message error-message";
     note.setAttribute("role", "alert");
@@ -276,6 +298,20 @@
     appendMessage(message, false);
     input.value = "";
     setGenerating(true);
+    markLastReply();
+  }
+
+  function regenerate() {
+    const last = state.messages[state.messages.length - 1];
+    if (state.generating || state.gone || !last || last.role !== "assistant") return;
+    if (!send({ type: "regenerate" })) { showBanner("Not connected yet. Try again in a moment."); return; }
+    setGenerating(true);
+  }
+
+  function sendEdit(message, content) {
+    if (state.generating || state.gone || !content.trim()) return;
+    if (!send({ type: "edit", message_id: message.id, content })) { showBanner("Not connected yet. Try again in a moment."); return; }
+    setGenerating(true);
   }
 
   function restoreInput() {
@@ -292,6 +328,7 @@
     $("send").hidden = on;
     $("stop").hidden = !on;
     document.body.classList.toggle("generating", on);
+    for (const button of document.querySelectorAll(".message-tools .action")) button.disabled = on;
     if (on) setStatus("generating…");
   }
 
@@ -335,51 +372,162 @@
     const list = $("messages");
     list.replaceChildren();
     for (const message of state.messages) appendMessage(message, false);
+    markLastReply();
     scrollToEnd();
   }
 
   function appendMessage(message, streaming) {
     const item = document.createElement("li");
     item.className = "message " + message.role + (streaming ? " streaming" : "");
-    item.dataset.id = message.id || "";
     const who = document.createElement("div");
     who.className = "who";
     who.textContent = message.role === "user" ? "You" : "Assistant";
     const body = document.createElement("div");
     body.className = "body";
     item.append(who, body);
-    setBody(item, message.content);
-    if (message.usage) setFigures(item, message.usage);
+    item.dataset.id = message.id || "";
+    if (!streaming) fillMessage(item, message);
     $("messages").appendChild(item);
     scrollToEnd();
     return item;
   }
 
+  // The body, figures, sources and buttons of a finished message.
+  function fillMessage(item, message) {
+    item.classList.remove("streaming");
+    item.dataset.id = message.id || "";
+    setBody(item, message.content);
+    for (const old of item.querySelectorAll(".figures, .sources, .message-tools")) old.remove();
+    setFigures(item, message.usage);
+    setSources(item, message.usage);
+    setTools(item, message);
+  }
+
   function setBody(item, text) {
     const body = item.querySelector(".body");
     if (item.classList.contains("user")) { body.textContent = text; return; }
-    body.innerHTML = window.renderMarkdown(text);  // renderMarkdown escapes everything it is given
-    for (const pre of body.querySelectorAll("pre.code")) {
-      const copy = document.createElement("button");
-      copy.className = "copy";
-      copy.type = "button";
-      copy.textContent = "Copy";
-      copy.setAttribute("aria-label", "Copy this code");
-      copy.addEventListener("click", () => copyText(pre.querySelector("code").textContent, copy));
-      pre.appendChild(copy);
-    }
+    body.innerHTML = window.agenticMarkdown.render(text);  // raw HTML off: only markdown-it's own tags
+    window.agenticMarkdown.decorate(body, copyText);
   }
 
   function setFigures(item, usage) {
     if (!usage) return;
-    let figures = item.querySelector(".figures");
-    if (!figures) { figures = document.createElement("div"); figures.className = "figures"; item.appendChild(figures); }
+    const figures = document.createElement("div");
+    figures.className = "figures";
     const parts = [usage.completion_tokens + " tokens"];
     if (usage.tokens_per_s) parts.push(usage.tokens_per_s.toFixed(1) + " tok/s");
     if (usage.ttft_ms !== undefined) parts.push("first token " + Math.round(usage.ttft_ms) + " ms");
     if (usage.finish_reason === "cancelled") parts.push("stopped");
     if (usage.finish_reason === "length") parts.push("length limit");
     figures.textContent = parts.join(" · ");
+    item.appendChild(figures);
+  }
+
+  // Which uploaded files (and which of their passages) the reply was given.
+  function setSources(item, usage) {
+    const files = (usage && usage.files) || [];
+    if (!files.length) return;
+    const details = document.createElement("details");
+    details.className = "sources";
+    const summary = document.createElement("summary");
+    summary.textContent = "Sources: " + files.map((f) => f.name).join(", ");
+    const list = document.createElement("ul");
+    for (const file of files) {
+      const entry = document.createElement("li");
+      const link = document.createElement("a");
+      link.href = API + "/sessions/" + state.session.session_id + "/files/" + encodeURIComponent(file.name);
+      link.setAttribute("download", "");
+      link.textContent = file.name;
+      const used = file.passages === "all" ? "the whole file" : (file.passages.length === 1 ? "passage " : "passages ") + file.passages.map((i) => "#" + (i + 1)).join(", ");
+      entry.append(link, " · " + used);
+      list.appendChild(entry);
+    }
+    details.append(summary, list);
+    item.appendChild(details);
+  }
+
+  function setTools(item, message) {
+    if (!message.id || message.id === "local") return;
+    const tools = document.createElement("div");
+    tools.className = "message-tools";
+    if (message.role === "user") tools.appendChild(toolButton("Edit", "action", () => startEdit(item, message)));
+    if (message.role === "assistant") {
+      if ((message.alternatives || []).length) tools.appendChild(alternativesNav(item, message));
+      tools.appendChild(toolButton("Regenerate", "action regenerate", regenerate));
+    }
+    item.appendChild(tools);
+  }
+
+  function toolButton(text, className, onClick) {
+    const button = document.createElement("button");
+    button.type = "button";
+    button.className = className;
+    button.textContent = text;
+    button.disabled = state.generating;
+    button.addEventListener("click", onClick);
+    return button;
+  }
+
+  // "‹ 2/3 ›": the earlier replies to the same question (oldest first), the current one last.
+  function alternativesNav(item, message) {
+    const versions = message.alternatives.concat([message.content]);
+    let shown = versions.length - 1;
+    const nav = document.createElement("span");
+    nav.className = "alternatives";
+    nav.setAttribute("role", "group");
+    nav.setAttribute("aria-label", "Replies");
+    const counter = document.createElement("span");
+    counter.setAttribute("aria-live", "polite");
+    const previous = toolButton("‹", "previous", () => show(shown - 1));
+    const next = toolButton("›", "next", () => show(shown + 1));
+    previous.setAttribute("aria-label", "Previous reply");
+    next.setAttribute("aria-label", "Next reply");
+    function show(index) {
+      shown = index;
+      setBody(item, versions[index]);
+      counter.textContent = index + 1 + "/" + versions.length;
+      previous.disabled = index === 0;
+      next.disabled = index === versions.length - 1;
+    }
+    nav.append(previous, counter, next);
+    show(shown);
+    return nav;
+  }
+
+  // Only the last reply of the conversation can be regenerated.
+  function markLastReply() {
+    const messages = $("messages").querySelectorAll(".message.user, .message.assistant");
+    const last = messages[messages.length - 1];
+    for (const button of $("messages").querySelectorAll(".regenerate")) button.hidden = button.closest(".message") !== last;
+  }
+
+  function startEdit(item, message) {
+    if (state.generating) return;
+    const form = document.createElement("form");
+    form.className = "edit-form";
+    const label = document.createElement("label");
+    label.className = "visually-hidden";
+    label.htmlFor = "edit-" + message.id;
+    label.textContent = "Edit your message";
+    const area = document.createElement("textarea");
+    area.id = "edit-" + message.id;
+    area.value = message.content;
+    area.rows = Math.min(10, message.content.split("\n").length + 1);
+    const row = document.createElement("div");
+    row.className = "actions-row";
+    const save = toolButton("Send", "", () => {});
+    save.type = "submit";
+    const cancel = toolButton("Cancel", "", () => fillMessage(item, message));
+    row.append(save, cancel);
+    form.append(label, area, row);
+    form.addEventListener("submit", (e) => { e.preventDefault(); sendEdit(message, area.value); });
+    area.addEventListener("keydown", (e) => {
+      if (e.key === "Enter" && !e.shiftKey && !e.isComposing) { e.preventDefault(); sendEdit(message, area.value); }
+      if (e.key === "Escape") { e.stopPropagation(); fillMessage(item, message); }
+    });
+    item.querySelector(".body").replaceChildren(form);
+    for (const old of item.querySelectorAll(".message-tools")) old.remove();
+    area.focus();
   }
 
   function renderFiles() {
@@ -404,7 +552,8 @@
     }
   }
 
-  function scrollToEnd() { const list = $("messages"); list.scrollTop = list.scrollHeight; }
+  function scrollToEnd() { const list = $("messages"); list.scrollTop = list.scrollHeight; state.follow = true; }
+  function followEnd() { if (state.follow) scrollToEnd(); }
 
   // -- files ---------------------------------------------------------------------------------------
   function uploadFiles(files) {
@@ -541,6 +690,86 @@
     link.remove();
   }
 
+  // -- search ------------------------------------------------------------------------------------------
+  // The server searches only the sessions named here: those this browser holds the ids of.
+  let searchTimer = null;
+  let searchRound = 0;
+
+  function scheduleSearch() {
+    clearTimeout(searchTimer);
+    searchTimer = setTimeout(run(search), 250);
+  }
+
+  async function search(event) {
+    if (event) event.preventDefault();
+    const q = $("search-input").value.trim();
+    const round = ++searchRound;
+    if (!q) { $("search-results").replaceChildren(); $("search-status").textContent = ""; return; }
+    const data = await api("POST", "/search", { q, session_ids: knownSessions().map((s) => s.id) });
+    if (round !== searchRound) return;
+    const list = $("search-results");
+    list.replaceChildren();
+    for (const hit of data.hits) {
+      const item = document.createElement("li");
+      item.dataset.sessionId = hit.session_id;
+      item.dataset.kind = hit.kind;
+      const button = document.createElement("button");
+      button.type = "button";
+      button.className = "link";
+      const title = document.createElement("strong");
+      title.textContent = hit.title + (hit.kind === "file" ? " · file" : hit.kind === "title" ? " · title" : "");
+      const snippet = document.createElement("span");
+      snippet.className = "snippet";
+      for (const part of hit.parts) {
+        const piece = part.match ? document.createElement("mark") : document.createTextNode("");
+        piece.textContent = part.text;
+        snippet.appendChild(piece);
+      }
+      button.append(title, snippet);
+      button.addEventListener("click", run(() => openHit(hit)));
+      item.appendChild(button);
+      list.appendChild(item);
+    }
+    $("search-status").textContent = data.hits.length ? data.hits.length + (data.hits.length === 1 ? " match" : " matches") : "No matches";
+  }
+
+  async function openHit(hit) {
+    if (!state.session || state.session.session_id !== hit.session_id) await switchTo(hit.session_id);
+    document.body.classList.remove("sidebar-open");
+    const item = hit.message_id && $("messages").querySelector('.message[data-id="' + CSS.escape(hit.message_id) + '"]');
+    if (!item) return;
+    for (const old of $("messages").querySelectorAll(".message.highlight")) old.classList.remove("highlight");
+    item.classList.add("highlight");
+    item.tabIndex = -1;
+    item.scrollIntoView({ block: "center" });
+    item.focus({ preventScroll: true });
+    state.follow = false;
+  }
+
+  function focusSearch() {
+    document.body.classList.add("sidebar-open");
+    $("search-input").focus();
+    $("search-input").select();
+  }
+
+  // -- keyboard ------------------------------------------------------------------------------------------
+  function onShortcut(e) {
+    const typing = e.target instanceof Element && e.target.closest("input, textarea, select, [contenteditable]");
+    const dialogOpen = document.querySelector("dialog[open]") !== null;
+    const code = e.altKey && e.shiftKey && !e.ctrlKey && !e.metaKey ? e.code : "";
+    let action = null;
+    if (code === "KeyN") action = run(newSession);
+    else if (code === "KeyR") action = regenerate;
+    else if (e.key === "Escape" && e.shiftKey) action = () => $("input").focus();
+    else if (e.key === "Escape" && state.generating && !dialogOpen) action = () => send({ type: "stop" });
+    else if ((e.ctrlKey || e.metaKey) && !e.altKey && e.key.toLowerCase() === "k") action = focusSearch;
+    else if (!typing && !dialogOpen && e.key === "/") action = focusSearch;
+    else if (!typing && !dialogOpen && e.key === "?") action = () => $("help-dialog").showModal();
+    if (!action) return;
+    e.preventDefault();
+    action();
+  }
+
   // -- helpers -----------------------------------------------------------------------------------------
   function formatTime(iso) { return iso ? new Date(iso).toLocaleString() : "–"; }
   function relative(iso) {
@@ -577,10 +806,20 @@
     $("title-input").addEventListener("change", run(rename));
     $("session-id").addEventListener("click", () => copyText(state.session.session_id, $("session-id")));
     $("file-input").addEventListener("change", (e) => { uploadFiles([...e.target.files]); e.target.value = ""; });
-    const zone = $("dropzone");
-    zone.addEventListener("dragover", (e) => { e.preventDefault(); zone.classList.add("over"); });
-    zone.addEventListener("dragleave", () => zone.classList.remove("over"));
-    zone.addEventListener("drop", (e) => { e.preventDefault(); zone.classList.remove("over"); uploadFiles([...e.dataTransfer.files]); });
+    $("dropzone").addEventListener("click", () => $("file-input").click());
+    for (const zone of [$("dropzone"), document.querySelector(".chat")]) {
+      zone.addEventListener("dragover", (e) => { e.preventDefault(); zone.classList.add("over"); });
+      zone.addEventListener("dragleave", () => zone.classList.remove("over"));
+      zone.addEventListener("drop", (e) => { e.preventDefault(); zone.classList.remove("over"); uploadFiles([...e.dataTransfer.files]); });
+    }
+    $("messages").addEventListener("scroll", () => { const l = $("messages"); state.follow = l.scrollHeight - l.scrollTop - l.clientHeight < 60; });
+    $("search-form").addEventListener("submit", run(search));
+    $("search-input").addEventListener("input", scheduleSearch);
+    $("theme").value = window.agenticTheme.chosen();
+    $("theme").addEventListener("change", () => window.agenticTheme.choose($("theme").value));
+    $("help-button").addEventListener("click", () => $("help-dialog").showModal());
+    $("shortcuts-button").addEventListener("click", () => $("help-dialog").showModal());
+    document.addEventListener("keydown", onShortcut);
     $("open-sidebar").addEventListener("click", () => document.body.classList.add("sidebar-open"));
     $("close-sidebar").addEventListener("click", () => document.body.classList.remove("sidebar-open"));
     setInterval(() => { if (state.session) $("last-activity").textContent = relative(state.session.last_activity); }, 5000);

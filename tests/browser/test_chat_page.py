@@ -3,84 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-import shutil
-from pathlib import Path
 
 import pytest
 
-from tests.e2e.deployment import Deployment, http
-
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts" / "browser"
-CLIENTS = (4, 5)
-# The page sets state.session before it opens the socket, so state.ws may still be null.
-SOCKET_OPEN = "window.agenticChat?.state.ws?.readyState === 1"
+from tests.browser.conftest import CHROMIUM, CLIENTS, SOCKET_OPEN, open_page, patch, send, session_id, shot, wait_idle
+from tests.e2e.deployment import http
 
 pytestmark = [pytest.mark.browser, pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed (./deploy.sh test installs it)")]
-
-
-@pytest.fixture(scope="module")
-def deployed(tmp_path_factory):
-    d = Deployment.main_with_clients(tmp_path_factory.mktemp("browser") / "data", CLIENTS)
-    yield d
-    d.stop_all()
-
-
-@pytest.fixture
-async def browser():
-    from playwright.async_api import async_playwright
-
-    async with async_playwright() as p:
-        instance = await p.chromium.launch(executable_path=CHROMIUM, args=[
-            "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-            "--disable-component-update", "--disable-sync"])
-        yield instance
-        await instance.close()
-
-
-async def open_page(browser, n: int, width: int = 1280, fresh: bool = True):
-    """A new browser context on client n's page; `fresh` starts a new session (a new browser gets the client's default one)."""
-    # bypass_csp lets the test harness poll with its own scripts; test_csp_forbids_inline_script checks the policy itself
-    context = await browser.new_context(viewport={"width": width, "height": 860}, bypass_csp=True)
-    page = await context.new_page()
-    errors: list[str] = []
-    page.on("pageerror", lambda exc: errors.append(str(exc)))
-    page.on("console", lambda msg: errors.append(msg.text) if msg.type == "error" and "WebSocket" not in msg.text and "Failed to load resource" not in msg.text else None)
-    await page.goto(f"http://localhost:{8500 + n}/")
-    await page.wait_for_function(f"window.agenticChat?.state.session && {SOCKET_OPEN}")
-    page.errors = errors
-    if fresh:
-        before = await session_id(page)
-        if width < 760:
-            await page.click("#open-sidebar")
-        await page.click("#new-session")
-        if width < 760:
-            await page.click("#close-sidebar")
-        await page.wait_for_function(f"window.agenticChat.state.session.session_id !== '{before}' && {SOCKET_OPEN}")
-    return page
-
-
-async def shot(page, name: str) -> None:
-    ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    await page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
-
-
-async def session_id(page) -> str:
-    return await page.evaluate("window.agenticChat.state.session.session_id")
-
-
-async def send(page, text: str) -> None:
-    await page.fill("#input", text)
-    await page.press("#input", "Enter")
-
-
-async def wait_idle(page, timeout: float = 90_000) -> None:
-    await page.wait_for_function("!window.agenticChat.state.generating", timeout=timeout)
-
-
-async def patch(n: int, sid: str, body: dict) -> None:
-    status, _ = http("PATCH", f"http://127.0.0.1:{8000 + n}/sessions/{sid}", body, {"x-session-id": sid})
-    assert status == 200
 
 
 async def test_two_clients_chat_at_once_and_never_see_each_other(deployed, browser):
@@ -144,6 +73,12 @@ async def test_upload_then_ask_about_the_file(deployed, browser, tmp_path):
     n = CLIENTS[1]
     page = await open_page(browser, n)
     sid = await session_id(page)
+    # one file control: a button that opens the file chooser and takes dropped files
+    assert await page.locator("input[type=file]:visible").count() == 0
+    control = page.get_by_role("button", name="Add files or drop them here")
+    async with page.expect_file_chooser() as chooser:
+        await control.click()
+    assert (await chooser.value).is_multiple()
     await patch(n, sid, {"settings": {"max_tokens": 8}})
     note = tmp_path / "memo.txt"
     note.write_text("The meeting room is called ZANZIBAR.")
@@ -158,7 +93,13 @@ async def test_upload_then_ask_about_the_file(deployed, browser, tmp_path):
     await wait_idle(page)
     _, messages = http("GET", f"http://127.0.0.1:{8000 + n}/sessions/{sid}/messages", headers={"x-session-id": sid})
     assert messages["messages"][-1]["usage"]["files"] == [{"name": "memo.txt", "passages": "all"}]
-    await shot(page, "05-file-uploaded")
+    sources = page.locator(".message.assistant details.sources")
+    await sources.wait_for()
+    assert "memo.txt" in await sources.locator("summary").inner_text()
+    assert not await sources.locator("li").is_visible()
+    await sources.locator("summary").click()
+    assert "memo.txt · the whole file" in await sources.locator("li").inner_text()
+    await shot(page, "05-file-uploaded-sources")
     await page.click("#file-list li button")
     await page.wait_for_function("document.querySelectorAll('#file-list li').length === 0")
 
@@ -215,7 +156,8 @@ async def test_killed_server_shows_a_banner_and_recovers(deployed, browser):
 
 
 async def test_phone_width_and_keyboard(deployed, browser):
-    page = await open_page(browser, CLIENTS[0], width=390)
+    page = await open_page(browser, CLIENTS[0], width=360)
+    assert await page.evaluate("document.documentElement.scrollWidth") <= 360
     assert await page.is_hidden("#sidebar") or await page.evaluate("getComputedStyle(document.getElementById('sidebar')).transform !== 'none'")
     await page.click("#open-sidebar")
     await page.wait_for_timeout(300)

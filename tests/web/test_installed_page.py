@@ -4,6 +4,7 @@ as data files, found under the install's prefix rather than next to a checkout."
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -78,7 +79,8 @@ def test_installed_wheel_renders_the_chat_page(tmp_path):
                 assert server.poll() is None and time.monotonic() < deadline, server.stderr.read().decode() if server.poll() is not None else "no answer"
                 time.sleep(0.2)
         assert status == 200 and '<script src="/static/chat.js"' in html
-        assert get(f"http://127.0.0.1:{port}/static/chat.js")[0] == 200
+        for asset in re.findall(r'(?:src|href)="(/static/[^"]+)"', html):  # the vendored libraries' subfolders too
+            assert get(f"http://127.0.0.1:{port}{asset}")[0] == 200, asset
         assert get(f"http://127.0.0.1:{port}/docs")[0] == 200
     finally:
         server.terminate()
