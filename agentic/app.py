@@ -18,9 +18,10 @@ from agentic.api.metrics import Metrics, metrics_middleware
 from agentic.chat.service import ChatService
 from agentic.config import Settings
 from agentic.engine.engine import Engine
+from agentic.ids import valid_session_id
 from agentic.logs import session_id_var
 from agentic.sessions.lifecycle import SessionManager
-from agentic.sessions.store import SessionStore
+from agentic.sessions.factory import open_store
 from agentic.uploads.storage import UploadService
 from agentic.web.errors import error_middleware
 from agentic.web.guard import allowed_host_names, host_guard, origin_guard
@@ -35,8 +36,19 @@ async def session_log_context(request: web.Request, handler):
     return await handler(request)
 
 
+@web.middleware
+async def mirror_named_session(request: web.Request, handler):
+    """Behind a balancer, a session may have been created on another server a moment ago: the
+    store mirrors the one a request names (path, x-session-id or ?session_id=) before a view looks."""
+    for raw in (request.match_info.get("session_id"), request.headers.get("x-session-id"), request.query.get("session_id")):
+        session_id = valid_session_id((raw or "").strip())
+        if session_id is not None:
+            await request.app[keys.store_key].ensure(session_id)
+    return await handler(request)
+
+
 def create_app(settings: Settings) -> web.Application:
-    metrics = Metrics()
+    metrics = Metrics(settings.server_name)
     app = web.Application(
         middlewares=[
             error_middleware,
@@ -44,6 +56,7 @@ def create_app(settings: Settings) -> web.Application:
             host_guard(allowed_host_names(settings.host, settings.allowed_hosts)),
             origin_guard(settings.allowed_origins),
             session_log_context,
+            mirror_named_session,
         ],
         client_max_size=settings.max_body_bytes,
     )
@@ -63,7 +76,7 @@ def create_app(settings: Settings) -> web.Application:
 
 async def store_ctx(app: web.Application) -> AsyncIterator[None]:
     settings = app[keys.settings_key]
-    store = SessionStore(settings.db_path)
+    store = open_store(settings.database_url, settings.db_path)
     await store.open()
     app[keys.store_key] = store
     app[keys.sessions_key] = SessionManager(store, settings.session_timeout_s, settings.max_sessions)

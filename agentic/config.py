@@ -84,12 +84,19 @@ class Settings:
     max_body_bytes: int = 1024 * 1024
     log_json: bool = True
     load_model: bool = True
+    database_url: str | None = None
+    server_id: str | None = None
     engine: EngineSettings = field(default_factory=EngineSettings)
     uploads: UploadSettings = field(default_factory=UploadSettings)
 
     @property
     def session_timeout_s(self) -> float:
         return self.session_timeout_min * 60.0
+
+    @property
+    def server_name(self) -> str:
+        """This main server's name among several (SERVER_ID; default host:port): /metrics carries it."""
+        return self.server_id or f"{self.host}:{self.port}"
 
     @property
     def db_path(self) -> Path:
@@ -176,6 +183,8 @@ def settings_from_env(env: Mapping[str, str] | None = None) -> Settings:
         session_create_burst=_env_int(env, "SESSION_CREATE_BURST", 60),
         max_sessions=_env_int(env, "MAX_SESSIONS", 10_000),
         log_json=env.get("LOG_FORMAT", "json") == "json",
+        database_url=env.get("DATABASE_URL") or None,
+        server_id=env.get("SERVER_ID") or None,
         engine=engine,
         uploads=_upload_settings(env),
     )

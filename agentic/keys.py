@@ -13,11 +13,11 @@ from agentic.chat.service import ChatService
 from agentic.config import Settings
 from agentic.engine.engine import Engine
 from agentic.sessions.lifecycle import SessionManager
-from agentic.sessions.store import SessionStore
+from agentic.sessions.backend import Store
 from agentic.uploads.storage import UploadService
 
 settings_key = web.AppKey("settings", Settings)
-store_key = web.AppKey("store", SessionStore)
+store_key = web.AppKey("store", Store)
 sessions_key = web.AppKey("sessions", SessionManager)
 engine_key = web.AppKey("engine", Engine)
 chat_key = web.AppKey("chat", ChatService)

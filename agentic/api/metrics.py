@@ -15,9 +15,11 @@ from agentic.web.errors import Handler, http_status
 
 
 class Metrics:
-    def __init__(self) -> None:
+    def __init__(self, server: str = "") -> None:
         self.registry = CollectorRegistry()
         r = self.registry
+        if server:  # the OpenMetrics way to label a whole target: target_info{server="..."} 1
+            r.set_target_info({"server": server})
         self.sessions_active = Gauge("agentic_sessions_active", "Sessions currently stored", registry=r)
         self.sessions_created = Counter("agentic_sessions_created", "Sessions created", registry=r)
         self.sessions_expired = Counter("agentic_sessions_expired", "Sessions removed by expiry", registry=r)

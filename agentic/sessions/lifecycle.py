@@ -11,7 +11,7 @@ from typing import Any, Awaitable, Callable
 from agentic.errors import Busy, NotFound
 from agentic.ids import new_session_id
 from agentic.sessions.models import ChatSettings, FileRecord, Message, SessionRecord, now
-from agentic.sessions.store import SessionStore, StoreStats
+from agentic.sessions.backend import Store, StoreStats
 
 log = logging.getLogger("agentic.sessions")
 
@@ -48,8 +48,9 @@ class SessionManager:
     """The one entry to session data: views, chat and uploads read and change sessions through it,
     never through the store, so expiry, limits and the listeners see every change."""
 
-    def __init__(self, store: SessionStore, timeout_s: float, max_sessions: int) -> None:
+    def __init__(self, store: Store, timeout_s: float, max_sessions: int) -> None:
         self.store = store
+        store.on_gone = self._removed_elsewhere
         self.max_sessions = max_sessions
         self.timeout_s = timeout_s
         self._sweepers: list[Sweeper] = []
@@ -162,27 +163,38 @@ class SessionManager:
             listing.next_after = listing_key(listing.records[-1])
         return listing
 
-    async def remove(self, session_id: str, expired: bool = False) -> bool:
-        record = await self.store.delete(session_id, expired=expired)
+    async def remove(self, session_id: str) -> bool:
+        record = await self.store.delete(session_id)
         if record is None:
             return False
+        await self._run_removal_hooks(session_id)
+        log.info("session deleted", extra={"session_id": session_id})
+        return True
+
+    async def _run_removal_hooks(self, session_id: str) -> None:
         for hook in self._removal_hooks:
             try:
                 await hook(session_id)
             except Exception:
                 log.exception("session removal hook failed", extra={"session_id": session_id})
-        for listener in self._expired_listeners if expired else ():
-            listener(record)
-        log.info("session %s", "expired" if expired else "deleted", extra={"session_id": session_id})
-        return True
+
+    async def _removed_elsewhere(self, session_id: str) -> None:
+        """Another main server deleted or expired the session: drop what this one holds of it."""
+        await self._run_removal_hooks(session_id)
 
     async def cleanup_once(self) -> int:
-        expired = self.store.expired_ids(self.timeout_s)
-        for session_id in expired:
-            await self.remove(session_id, expired=True)
+        """Remove the expired sessions. Every server of a cluster runs it; the store hands each
+        expired session to one of them, which removes its files and counts it."""
+        expired = await self.store.take_expired(now() - self.timeout_s)
+        for record in expired:
+            await self._run_removal_hooks(record.session_id)
+            for listener in self._expired_listeners:
+                listener(record)
+            log.info("session expired", extra={"session_id": record.session_id})
         await self.store.flush_activity()
+        live = await self.store.live_ids()
         for sweeper in self._sweepers:
-            await asyncio.to_thread(sweeper, set(self.store.sessions))
+            await asyncio.to_thread(sweeper, live)
         return len(expired)
 
     async def run_cleanup_loop(self, interval_s: float) -> None:

@@ -1,4 +1,5 @@
-"""SQLite (WAL) store for sessions, messages and file records.
+"""SQLite (WAL) store for sessions, messages and file records: the default backend of
+agentic.sessions.backend.Store, for one main server.
 
 Session metadata is mirrored in memory so reads never touch the disk; every change is
 committed to SQLite on the store's own thread before the caller's await returns, so
@@ -13,10 +14,10 @@ import json
 import sqlite3
 import uuid
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterable, TypeVar
+from typing import Any, Awaitable, Callable, Iterable, TypeVar
 
+from agentic.sessions.backend import StoreStats, pending_migrations
 from agentic.sessions.models import ChatSettings, FileRecord, Message, SessionRecord, now
 
 T = TypeVar("T")
@@ -55,14 +56,9 @@ CREATE TABLE IF NOT EXISTS files (
 );
 CREATE TABLE IF NOT EXISTS counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
 """
-
-
-@dataclass
-class StoreStats:
-    total_created: int = 0
-    expired: int = 0
-    total_messages: int = 0
-
+# Schema version N (PRAGMA user_version) is the effect of the first N scripts; a change of the
+# schema is a new script at the end. Version 1 is also what databases from before versions hold.
+MIGRATIONS = [SCHEMA]
 
 class SessionStore:
     def __init__(self, db_path: Path) -> None:
@@ -72,6 +68,7 @@ class SessionStore:
         self.sessions: dict[str, SessionRecord] = {}
         self.stats = StoreStats()
         self._dirty_activity: set[str] = set()
+        self.on_gone: Callable[[str], Awaitable[None]] | None = None  # one server: nothing is removed elsewhere
 
     # -- plumbing -------------------------------------------------------------
     async def _run(self, fn: Callable[..., T], *args: Any) -> T:
@@ -90,9 +87,20 @@ class SessionStore:
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL survives process crashes
         conn.execute("PRAGMA foreign_keys=ON")
-        conn.executescript(SCHEMA)
         self._conn = conn
+        self._migrate_sync()
         self._load_sync()
+
+    def _migrate_sync(self) -> None:
+        db = self._db()
+        for version, script in pending_migrations(db.execute("PRAGMA user_version").fetchone()[0], MIGRATIONS):
+            db.executescript(f"BEGIN; {script}; PRAGMA user_version = {version}; COMMIT;")
+
+    async def ensure(self, session_id: str) -> None:
+        """Nothing to do: this server's mirror holds every session of its database."""
+
+    async def live_ids(self) -> set[str]:
+        return set(self.sessions)
 
     def _load_sync(self) -> None:
         db = self._db()
@@ -195,9 +203,11 @@ class SessionStore:
             if expired:
                 self._bump_counter("expired", 1)
 
-    def expired_ids(self, timeout_s: float, at: float | None = None) -> list[str]:
-        cutoff = (now() if at is None else at) - timeout_s
-        return [sid for sid, r in self.sessions.items() if r.last_activity < cutoff]
+    async def take_expired(self, idle_before: float) -> list[SessionRecord]:
+        await self.flush_activity()
+        taken = [sid for sid, r in self.sessions.items() if r.last_activity < idle_before]
+        removed = [await self.delete(sid, expired=True) for sid in taken]
+        return [record for record in removed if record is not None]
 
     # -- messages -------------------------------------------------------------
     async def add_message(self, record: SessionRecord, role: str, content: str, usage: dict[str, Any] | None = None, message_id: str | None = None) -> Message:

@@ -77,3 +77,36 @@ async def test_orphan_saved_model_state_is_removed_by_the_cleanup(aiohttp_client
             break
         await asyncio.sleep(0.05)
     assert not orphan.exists() and live.exists()
+
+
+async def test_two_servers_on_one_database_share_sessions_and_expire_each_once(aiohttp_client, tmp_path, pg_url):
+    data = tmp_path / "shared"  # one DATA_DIR for both, as on a shared filesystem
+    one, two = [await aiohttp_client(create_app(make_settings(data, database_url=pg_url, cleanup_interval_s=0.05, server_id=name)))
+                for name in ("s1", "s2")]
+    sids = [(await new_session(one))["session_id"] for _ in range(4)]
+    for sid in sids:  # created on one, served by the other at once
+        resp = await upload(two, sid, ("note.txt", b"hello"))
+        assert resp.status == 201, await resp.text()
+    folders = [data / "uploads" / f"session_{sid}" for sid in sids]
+    assert all(folder.is_dir() for folder in folders)
+    assert (await (await one.get(f"/sessions/{sids[0]}")).json())["files"][0]["name"] == "note.txt"
+
+    for client in (one, two):
+        client.app[keys.sessions_key].timeout_s = 0.3
+    for _ in range(100):
+        if not any(folder.exists() for folder in folders) and not client.app[keys.store_key].sessions:
+            break
+        await asyncio.sleep(0.05)
+    assert not any(folder.exists() for folder in folders)
+    expired_counts = []
+    for client, name in ((one, "s1"), (two, "s2")):
+        text = await (await client.get("/metrics")).text()
+        assert f'target_info{{server="{name}"}} 1.0' in text
+        expired_counts.append(float(text.split("\nagentic_sessions_expired_total ")[1].split("\n")[0]))
+    assert sum(expired_counts) == 4  # each session expired by one server only
+    for _ in range(50):
+        stats = [(await (await c.get("/sessions")).json())["stats"] for c in (one, two)]
+        if all(s["expired"] == 4 for s in stats):
+            break
+        await asyncio.sleep(0.05)
+    assert [(s["expired"], s["total_created"], s["active_sessions"]) for s in stats] == [(4, 4, 0), (4, 4, 0)]  # cluster-wide
