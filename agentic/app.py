@@ -12,7 +12,7 @@ from typing import AsyncIterator
 from aiohttp import WSCloseCode, web
 
 from agentic import keys
-from agentic.api import files, health, messages, page, sessions, ws
+from agentic.api import files, health, messages, page, search, sessions, ws
 from agentic.api.limits import CreateLimits
 from agentic.api.metrics import Metrics, metrics_middleware
 from agentic.chat.service import ChatService
@@ -66,7 +66,7 @@ def create_app(settings: Settings) -> web.Application:
     app[keys.started_at_key] = time.monotonic()
     app[keys.create_limits_key] = CreateLimits.from_rate(settings.session_create_rate, settings.session_create_burst)
     setup_templates(app)
-    for module in (health, sessions, messages, files, ws, page):
+    for module in (health, sessions, messages, files, search, ws, page):
         app.router.add_routes(module.routes)
     app.router.add_static("/static", STATIC_DIR, name="static")
     app.cleanup_ctx.extend([store_ctx, engine_ctx, services_ctx, background_ctx])

@@ -717,7 +717,7 @@
       button.type = "button";
       button.className = "link";
       const title = document.createElement("strong");
-      title.textContent = hit.title + (hit.kind === "file" ? " · file" : hit.kind === "title" ? " · title" : "");
+      title.textContent = hit.title + " · " + (hit.kind === "message" ? (hit.role === "user" ? "you" : "assistant") : hit.kind);
       const snippet = document.createElement("span");
       snippet.className = "snippet";
       for (const part of hit.parts) {

@@ -7,6 +7,7 @@ from typing import Any
 
 from agentic import __version__
 from agentic.api.requests import MAX_CLIENT_ID_CHARS
+from agentic.api.search import MAX_HITS, MAX_QUERY_CHARS, MAX_SEARCH_SESSIONS
 from agentic.sessions.lifecycle import MAX_SYSTEM_PROMPT_CHARS, MAX_TITLE_CHARS
 from agentic.sessions.models import ChatSettings
 
@@ -65,6 +66,12 @@ SCHEMAS: dict[str, Any] = {
     "Stats": {"type": "object", "properties": {
         "active_sessions": INT, "total_created": INT, "expired": INT, "connected_websockets": INT,
         "total_messages": INT, "uploads_bytes": INT, "by_client": {"type": "object", "additionalProperties": INT}}},
+    "SearchHit": {"type": "object", "properties": {
+        "session_id": STR, "title": STR, "kind": {"enum": ["message", "title", "file"]},
+        "message_id": {"type": "string", "description": "for a message: open the session at it"}, "role": {"enum": ["user", "assistant", "system"]},
+        "snippet": {"type": "string", "description": "the matching text, cut around the match for a long message"},
+        "parts": {"type": "array", "description": "the snippet in pieces; those with match=true are the words found",
+                  "items": _obj({"text": STR, "match": BOOL})}}},
     "Health": {"type": "object", "properties": {"status": {"enum": ["ok", "loading", "error"]}, "model": STR, "gpu_offload": BOOL, "sessions": INT, "uptime_s": NUM, "engine": {"type": "object"}}},
 }
 
@@ -147,6 +154,14 @@ PATHS: dict[str, dict[str, Any]] = {
         "get": _op("Download a file, as an attachment", {"200": {"description": "The file"}, **_errors(400, 403, 404)}, S + [FILE_NAME]),
         "delete": _op("Delete a file", {"200": _json(_obj({"deleted": STR})), **_errors(400, 403, 404)}, S + [FILE_NAME]),
     },
+    "/search": {"post": _op("Search the messages, titles and file names of the sessions named", {
+        "200": _json(_obj({"hits": {"type": "array", "items": _ref("SearchHit")}})), **_errors(400, 403, 413, 422)}, None,
+        JSON_BODY(_obj({"q": {"type": "string", "minLength": 1, "maxLength": MAX_QUERY_CHARS},
+                        "session_ids": {"type": "array", "maxItems": MAX_SEARCH_SESSIONS, "items": {"type": "string", "format": "uuid"}},
+                        "limit": {"type": "integer", "minimum": 1, "maximum": MAX_HITS, "default": 20}}, required=("q", "session_ids"))),
+        description="A session id is a capability: only the sessions whose full ids are given are searched (the chat page sends those this "
+                    "browser holds), and ids of sessions that are gone are passed over. Every word of `q` must occur, each matched as the "
+                    "start of a word (SQLite FTS5). Titles and file names come first, then messages, best match first.")},
     "/ws": {"get": _op("WebSocket chat", {"101": {"description": "Switching protocols"}, **_errors(400, 403, 429)},
                        [{"name": "session_id", "in": "query", "schema": {"type": "string", "format": "uuid"}},
                         {"name": "resume", "in": "query", "schema": STR, "description": "<message_id>:<seq> of the last frame received"}],

@@ -10,7 +10,7 @@ from typing import Any, Awaitable, Callable
 
 from agentic.errors import Busy, NotFound
 from agentic.ids import new_session_id
-from agentic.sessions.models import ChatSettings, FileRecord, Message, SessionRecord, now
+from agentic.sessions.models import ChatSettings, FileRecord, Message, SearchHit, SessionRecord, now
 from agentic.sessions.backend import Store, StoreStats
 
 log = logging.getLogger("agentic.sessions")
@@ -124,6 +124,9 @@ class SessionManager:
 
     async def clear_messages(self, record: SessionRecord) -> None:
         await self.store.clear_messages(record)
+
+    async def search(self, terms: list[str], session_ids: list[str], limit: int) -> list[SearchHit]:
+        return await self.store.search(terms, session_ids, limit)
 
     async def add_file(self, record: SessionRecord, file: FileRecord) -> None:
         await self.store.add_file(record, file)

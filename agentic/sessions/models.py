@@ -140,3 +140,27 @@ class Message:
         if self.usage is not None:
             body["usage"] = self.usage
         return body
+
+
+@dataclass(frozen=True, slots=True)
+class SearchHit:
+    """A message, title or file name of a session that matched a search. `parts` is the
+    matching text (around the match, for a long message) cut into (text, is_match) pieces."""
+
+    session_id: str
+    kind: str  # "message", "title" or "file"
+    parts: tuple[tuple[str, bool], ...]
+    message_id: str | None = None
+    role: str | None = None
+
+    def to_json(self, title: str) -> dict[str, Any]:
+        body: dict[str, Any] = {
+            "session_id": self.session_id,
+            "title": title,
+            "kind": self.kind,
+            "snippet": "".join(text for text, _ in self.parts),
+            "parts": [{"text": text, "match": match} for text, match in self.parts],
+        }
+        if self.message_id is not None:
+            body.update(message_id=self.message_id, role=self.role)
+        return body

@@ -11,14 +11,15 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import sqlite3
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, Awaitable, Callable, Iterable, TypeVar
+from typing import Any, Awaitable, Callable, Iterable, Sequence, TypeVar
 
 from agentic.sessions.backend import StoreStats, pending_migrations
-from agentic.sessions.models import ChatSettings, FileRecord, Message, SessionRecord, now
+from agentic.sessions.models import ChatSettings, FileRecord, Message, SearchHit, SessionRecord, now
 
 T = TypeVar("T")
 
@@ -56,9 +57,49 @@ CREATE TABLE IF NOT EXISTS files (
 );
 CREATE TABLE IF NOT EXISTS counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
 """
+# Full-text search (POST /search): messages through an FTS5 index kept on the messages table
+# itself, titles and file names in a small index of their own; triggers keep both in step with
+# every write, cascades included, whoever makes it.
+SEARCH_SCHEMA = """
+CREATE VIRTUAL TABLE messages_fts USING fts5(content, content='messages', content_rowid='seq', tokenize='unicode61 remove_diacritics 2');
+CREATE TRIGGER messages_fts_insert AFTER INSERT ON messages BEGIN
+    INSERT INTO messages_fts(rowid, content) VALUES (new.seq, new.content);
+END;
+CREATE TRIGGER messages_fts_delete AFTER DELETE ON messages BEGIN
+    INSERT INTO messages_fts(messages_fts, rowid, content) VALUES ('delete', old.seq, old.content);
+END;
+CREATE TRIGGER messages_fts_update AFTER UPDATE OF content ON messages BEGIN
+    INSERT INTO messages_fts(messages_fts, rowid, content) VALUES ('delete', old.seq, old.content);
+    INSERT INTO messages_fts(rowid, content) VALUES (new.seq, new.content);
+END;
+INSERT INTO messages_fts(messages_fts) VALUES ('rebuild');
+CREATE VIRTUAL TABLE labels_fts USING fts5(label, session_id UNINDEXED, kind UNINDEXED, tokenize='unicode61 remove_diacritics 2');
+CREATE TRIGGER labels_title_insert AFTER INSERT ON sessions BEGIN
+    INSERT INTO labels_fts(label, session_id, kind) VALUES (new.title, new.id, 'title');
+END;
+CREATE TRIGGER labels_title_update AFTER UPDATE OF title ON sessions BEGIN
+    DELETE FROM labels_fts WHERE session_id = old.id AND kind = 'title';
+    INSERT INTO labels_fts(label, session_id, kind) VALUES (new.title, new.id, 'title');
+END;
+CREATE TRIGGER labels_session_delete AFTER DELETE ON sessions BEGIN
+    DELETE FROM labels_fts WHERE session_id = old.id;
+END;
+CREATE TRIGGER labels_file_insert AFTER INSERT ON files BEGIN
+    DELETE FROM labels_fts WHERE session_id = new.session_id AND kind = 'file' AND label = new.name;
+    INSERT INTO labels_fts(label, session_id, kind) VALUES (new.name, new.session_id, 'file');
+END;
+CREATE TRIGGER labels_file_delete AFTER DELETE ON files BEGIN
+    DELETE FROM labels_fts WHERE session_id = old.session_id AND kind = 'file' AND label = old.name;
+END;
+INSERT INTO labels_fts(label, session_id, kind) SELECT title, id, 'title' FROM sessions;
+INSERT INTO labels_fts(label, session_id, kind) SELECT name, session_id, 'file' FROM files;
+"""
+# snippet() and highlight() mark matches with these (private-use characters, never typed).
+MATCH_OPEN, MATCH_CLOSE = "\ue000", "\ue001"
+
 # Schema version N (PRAGMA user_version) is the effect of the first N scripts; a change of the
 # schema is a new script at the end. Version 1 is also what databases from before versions hold.
-MIGRATIONS = [SCHEMA]
+MIGRATIONS = [SCHEMA, SEARCH_SCHEMA]
 
 class SessionStore:
     def __init__(self, db_path: Path) -> None:
@@ -261,6 +302,38 @@ class SessionStore:
     def _remove_file_sync(self, sid: str, name: str) -> None:
         self._db().execute("DELETE FROM files WHERE session_id = ? AND name = ?", (sid, name))
 
+    # -- search ---------------------------------------------------------------
+    async def search(self, terms: Sequence[str], session_ids: Sequence[str], limit: int) -> list[SearchHit]:
+        """Titles, file names and messages of `session_ids` that hold every one of `terms` (each
+        matched as the start of a word), titles and file names first, then the best messages."""
+        if not terms or not session_ids:
+            return []
+        query = " ".join('"' + term.replace('"', '""') + '"*' for term in terms)
+        return await self._run(self._search_sync, query, list(session_ids), limit)
+
+    def _search_sync(self, query: str, session_ids: list[str], limit: int) -> list[SearchHit]:
+        db = self._db()
+        within = ",".join("?" * len(session_ids))
+        labels = db.execute(
+            f"SELECT session_id, kind, highlight(labels_fts, 0, ?, ?) FROM labels_fts "
+            f"WHERE labels_fts MATCH ? AND session_id IN ({within}) ORDER BY rank LIMIT ?",
+            (MATCH_OPEN, MATCH_CLOSE, query, *session_ids, limit),
+        ).fetchall()
+        messages = db.execute(
+            f"SELECT m.session_id, m.id, m.role, snippet(messages_fts, 0, ?, ?, '…', 24) FROM messages_fts "
+            f"JOIN messages m ON m.seq = messages_fts.rowid WHERE messages_fts MATCH ? AND m.session_id IN ({within}) ORDER BY rank LIMIT ?",
+            (MATCH_OPEN, MATCH_CLOSE, query, *session_ids, limit - len(labels)),
+        ).fetchall()
+        return [SearchHit(sid, kind, _marked(text)) for sid, kind, text in labels] + [
+            SearchHit(sid, "message", _marked(text), message_id, role) for sid, message_id, role, text in messages
+        ]
+
     # -- queries --------------------------------------------------------------
     def records(self) -> Iterable[SessionRecord]:
         return self.sessions.values()
+
+
+def _marked(text: str) -> tuple[tuple[str, bool], ...]:
+    """snippet()/highlight() output as (text, is_match) pieces."""
+    pieces = re.split(f"{MATCH_OPEN}(.*?){MATCH_CLOSE}", text, flags=re.S)
+    return tuple((piece, i % 2 == 1) for i, piece in enumerate(pieces) if piece)
