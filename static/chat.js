@@ -453,7 +453,9 @@
     if (message.role === "user") tools.appendChild(toolButton("Edit", "action", () => startEdit(item, message)));
     if (message.role === "assistant") {
       if ((message.alternatives || []).length) tools.appendChild(alternativesNav(item, message));
-      tools.appendChild(toolButton("Regenerate", "action regenerate", regenerate));
+      const again = toolButton("Regenerate", "action regenerate", regenerate);
+      again.setAttribute("aria-keyshortcuts", "Alt+Shift+R");
+      tools.appendChild(again);
     }
     item.appendChild(tools);
   }

@@ -21,7 +21,7 @@ CONTRAST = """() => {
   const ratio = (a, b) => { const [x, y] = [lum(rgb(a)), lum(rgb(b))].sort((p, q) => q - p); return (x + 0.05) / (y + 0.05); };
   const pairs = [['--text', '--bg'], ['--text', '--panel'], ['--text', '--user'], ['--muted', '--panel'], ['--muted', '--bg'], ['--accent', '--panel'],
     ['--accent-text', '--accent'], ['--danger', '--panel'], ['--text', '--mark'], ['--hl-keyword', '--code'], ['--hl-string', '--code'],
-    ['--hl-comment', '--code'], ['--hl-number', '--code'], ['--hl-title', '--code'], ['--hl-builtin', '--code'], ['--text', '--code']];
+    ['--hl-comment', '--code'], ['--muted', '--code'], ['--hl-number', '--code'], ['--hl-title', '--code'], ['--hl-builtin', '--code'], ['--text', '--code']];
   return Object.fromEntries(pairs.map(([f, b]) => [f + ' on ' + b, Math.round(ratio(f, b) * 100) / 100]));
 }"""
 
@@ -49,6 +49,13 @@ async def test_markdown_reply_renders_tables_code_and_safe_links(deployed, seede
     assert await page.evaluate("window.__pwned") is None
     await shot(page, "10-markdown-light")
     assert not page.errors
+
+
+async def test_markdown_reply_fits_a_phone(deployed, seeded, browser):
+    page = await open_page(browser, CLIENTS[0], width=360, fresh=False)
+    await open_session(page, seeded.session_id)
+    assert await page.evaluate("document.documentElement.scrollWidth") <= 360  # wide tables and code scroll inside the reply
+    await shot(page, "10-markdown-phone")
 
 
 async def test_theme_survives_reload_and_both_themes_have_contrast(deployed, seeded, browser):
