@@ -13,6 +13,7 @@ from aiohttp import WSCloseCode, web
 
 from agentic import keys
 from agentic.api import files, health, messages, page, search, sessions, ws
+from agentic.api import openai
 from agentic.api.limits import CreateLimits
 from agentic.api.metrics import Metrics, metrics_middleware
 from agentic.chat.service import ChatService
@@ -51,6 +52,7 @@ def create_app(settings: Settings) -> web.Application:
     metrics = Metrics(settings.server_name)
     app = web.Application(
         middlewares=[
+            openai.openai_errors,
             error_middleware,
             metrics_middleware(metrics),
             host_guard(allowed_host_names(settings.host, settings.allowed_hosts)),
@@ -68,6 +70,7 @@ def create_app(settings: Settings) -> web.Application:
     setup_templates(app)
     for module in (health, sessions, messages, files, search, ws, page):
         app.router.add_routes(module.routes)
+    app.router.add_routes(openai.routes)
     app.router.add_static("/static", STATIC_DIR, name="static")
     app.cleanup_ctx.extend([store_ctx, engine_ctx, services_ctx, background_ctx])
     app.on_shutdown.append(close_websockets)

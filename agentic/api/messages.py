@@ -1,57 +1,103 @@
-"""REST chat: one turn answered whole, or streamed as server-sent events of the WebSocket frames."""
+"""REST chat: one turn answered whole, or streamed as server-sent events of the WebSocket frames.
+A new message, a regenerated reply and an edited message are answered alike."""
 
 from __future__ import annotations
 
 import asyncio
 import json
-from typing import Any
+from typing import Any, Awaitable, Callable
 
 from aiohttp import web
 
 from agentic import keys
-from agentic.web.errors import ApiError
 from agentic.api.requests import int_field, live_session, read_json_object
+from agentic.chat.service import TurnOptions
 from agentic.chat.subscribers import Subscriber
+from agentic.chat.turns import Turn
+from agentic.sessions.models import SessionRecord, checked_stops
+from agentic.web.errors import ApiError
 
 routes = web.RouteTableDef()
+
+# Starts the turn; its argument says whether the turn stops when nobody watches it any more.
+TurnStarter = Callable[[bool], Awaitable[Turn]]
 
 
 @routes.post("/sessions/{session_id}/messages", name="messages_create")
 async def post_message(request: web.Request) -> web.StreamResponse:
     record = live_session(request)
-    body = await read_json_object(request, {"content", "max_tokens", "stream"}, required={"content"})
-    max_tokens = int_field(body, "max_tokens", 1, 1_000_000)
+    body = await read_json_object(request, {"content", "max_tokens", "stream", "stop"}, required={"content"})
+    options = turn_options(body)
+    chat = request.app[keys.chat_key]
+    return await answer(request, record, body, lambda unwatched: chat.start_turn(record, body["content"], options, cancel_when_unwatched=unwatched))
+
+
+@routes.post("/sessions/{session_id}/regenerate", name="messages_regenerate")
+async def regenerate(request: web.Request) -> web.StreamResponse:
+    record = live_session(request)
+    body = await read_json_object(request, {"max_tokens", "stream", "stop"}, optional_body=True)
+    options = turn_options(body)
+    chat = request.app[keys.chat_key]
+    return await answer(request, record, body, lambda unwatched: chat.regenerate(record, options, cancel_when_unwatched=unwatched))
+
+
+@routes.post("/sessions/{session_id}/messages/{message_id}/edit", name="messages_edit")
+async def edit(request: web.Request) -> web.StreamResponse:
+    record = live_session(request)
+    body = await read_json_object(request, {"content", "max_tokens", "stream", "stop"}, required={"content"})
+    options = turn_options(body)
+    chat = request.app[keys.chat_key]
+    message_id = request.match_info["message_id"]
+    return await answer(request, record, body, lambda unwatched: chat.edit(record, message_id, body["content"], options, cancel_when_unwatched=unwatched))
+
+
+def turn_options(body: dict[str, Any]) -> TurnOptions:
+    """A chat request's own max_tokens and stop strings (a frame's or a body's)."""
+    stop = checked_stops(body["stop"]) if body.get("stop") is not None else None
+    return TurnOptions(max_tokens=int_field(body, "max_tokens", 1, 1_000_000), stop=stop)
+
+
+async def answer(request: web.Request, record: SessionRecord, body: dict[str, Any], start: TurnStarter) -> web.StreamResponse:
     stream = body.get("stream", False)
     if not isinstance(stream, bool):
         raise ApiError(422, "invalid_field", "'stream' must be a boolean")
-    chat = request.app[keys.chat_key]
     if stream:
-        return await _stream_turn(request, record, body["content"], max_tokens)
-    turn = await chat.start_turn(record, body["content"], max_tokens, cancel_when_unwatched=False)
+        return await _stream_turn(request, record, await start(True))
+    turn = await start(False)
     usage = await turn.finished
-    done = next((f for f in reversed(turn.frames) if f["type"] in ("done", "error")), None)
-    if done is None or done["type"] == "error" or usage is None:
-        code = done["code"] if done else "generation_failed"
-        message = done["message"] if done else "generation failed"
+    outcome = turn.last_outcome()
+    if outcome is None or outcome["type"] == "error" or usage is None:
+        code = outcome["code"] if outcome else "generation_failed"
+        message = outcome["message"] if outcome else "generation failed"
         raise ApiError(422 if code == "context_overflow" else 503, code, message)
-    return web.json_response({"message": done["message"], "usage": usage})
+    return web.json_response({"message": outcome["message"], "usage": usage})
 
 
-async def _stream_turn(request: web.Request, record, content: Any, max_tokens: int | None) -> web.StreamResponse:
+async def _stream_turn(request: web.Request, record: SessionRecord, turn: Turn) -> web.StreamResponse:
+    async def write(response: web.StreamResponse, frame: dict[str, Any]) -> None:
+        await response.write(f"event: {frame['type']}\ndata: {json.dumps(frame, ensure_ascii=False)}\n\n".encode())
+
+    return await stream_frames(request, turn, write)
+
+
+FrameWriter = Callable[[web.StreamResponse, dict[str, Any]], Awaitable[None]]
+
+
+async def stream_frames(request: web.Request, turn: Turn, write: FrameWriter, headers: dict[str, str] | None = None) -> web.StreamResponse:
+    """Send a turn's frames, from its first, as server-sent events (`write` shapes each) until its done or error frame."""
     chat = request.app[keys.chat_key]
-    turn = await chat.start_turn(record, content, max_tokens, cancel_when_unwatched=True)
-    response = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+    response = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache", "X-Accel-Buffering": "no", **(headers or {})})
     ended = asyncio.get_running_loop().create_future()
 
     def end() -> None:
         if not ended.done():
             ended.set_result(None)
 
-    async def write(frame: dict[str, Any]) -> None:
+    async def send(frame: dict[str, Any]) -> None:
         if frame.get("type") == "session_closed":
             end()
             return
-        await response.write(f"event: {frame['type']}\ndata: {json.dumps(frame, ensure_ascii=False)}\n\n".encode())
+        await write(response, frame)
         if frame.get("type") in ("done", "error") and frame.get("message_id") == turn.message_id:
             end()
 
@@ -63,12 +109,12 @@ async def _stream_turn(request: web.Request, record, content: Any, max_tokens: i
     except BaseException:
         turn.cancel()
         raise
-    subscriber = Subscriber(write, broken)
-    chat.subscribe(record.session_id, subscriber, resume=(turn.message_id, -1))
+    subscriber = Subscriber(send, broken)
+    chat.watch(turn, subscriber)
     try:
         await ended
         await subscriber.finish()
     finally:
         subscriber.cancel()
-        chat.unsubscribe(record.session_id, subscriber)
+        chat.unsubscribe(turn.channel, subscriber)
     return response

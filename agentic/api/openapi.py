@@ -9,7 +9,7 @@ from agentic import __version__
 from agentic.api.requests import MAX_CLIENT_ID_CHARS
 from agentic.api.search import MAX_HITS, MAX_QUERY_CHARS, MAX_SEARCH_SESSIONS
 from agentic.sessions.lifecycle import MAX_SYSTEM_PROMPT_CHARS, MAX_TITLE_CHARS
-from agentic.sessions.models import ChatSettings
+from agentic.sessions.models import MAX_STOP_CHARS, MAX_STOPS, ChatSettings
 
 SID = {"name": "session_id", "in": "path", "required": True, "schema": {"type": "string", "format": "uuid"}}
 FILE_NAME = {"name": "name", "in": "path", "required": True, "schema": {"type": "string"}}
@@ -44,12 +44,14 @@ def _setting(name: str, kind: str, nullable: bool = False) -> dict[str, Any]:
     return {"type": [kind, "null"] if nullable else kind, "minimum": low, "maximum": high}
 
 TIME = {"type": "string", "format": "date-time"}
+STOP = {"type": "array", "maxItems": MAX_STOPS, "items": {"type": "string", "minLength": 1, "maxLength": MAX_STOP_CHARS},
+        "description": "stop strings: the reply ends where one appears, without it (finish_reason `stop`); text that may begin one is held back, never sent and taken back"}
 
 SCHEMAS: dict[str, Any] = {
     "Error": {"type": "object", "properties": {"error": {"type": "object", "properties": {"code": STR, "message": STR}}}},
     "Settings": _obj({"temperature": _setting("temperature", "number"), "top_p": _setting("top_p", "number"), "top_k": _setting("top_k", "integer"),
                       "max_tokens": _setting("max_tokens", "integer", nullable=True), "seed": _setting("seed", "integer", nullable=True),
-                     "ignore_eos": {"type": "boolean", "description": "never stop before max_tokens (fixed-length replies, benchmarks)"}}),
+                     "ignore_eos": {"type": "boolean", "description": "never stop before max_tokens (fixed-length replies, benchmarks)"}, "stop": STOP}),
     "File": {"type": "object", "properties": {"name": STR, "size": INT, "content_type": STR, "uploaded_at": TIME, "extracted_chars": INT, "status": {"enum": ["ok", "unreadable"]}, "note": STR}},
     "SessionSummary": {"type": "object", "properties": {
         "session_id": STR, "client_id": {"type": ["string", "null"]},
@@ -57,9 +59,11 @@ SCHEMAS: dict[str, Any] = {
         "last_activity": TIME, "expires_at": TIME, "message_count": INT}},
     "Session": {"allOf": [_ref("SessionSummary"), {"type": "object", "properties": {
         "files": {"type": "array", "items": _ref("File")}, "system_prompt": STR, "settings": _ref("Settings")}}]},
-    "Message": {"type": "object", "properties": {"id": STR, "role": {"enum": ["user", "assistant", "system"]}, "content": STR, "created_at": TIME, "usage": _ref("Usage")}},
+    "Message": {"type": "object", "properties": {"id": STR, "role": {"enum": ["user", "assistant", "system"]}, "content": STR, "created_at": TIME, "usage": _ref("Usage"),
+                                                 "alternatives": {"type": "array", "items": STR, "description": "a regenerated reply: the earlier replies to the same user message, oldest first"}}},
     "Usage": {"type": "object", "properties": {
-        "prompt_tokens": INT, "completion_tokens": INT, "cached_tokens": INT, "prefill_tokens": INT,
+        "prompt_tokens": INT, "completion_tokens": INT, "cached_tokens": {"type": "integer", "description": "prompt tokens the session's model state already held (not computed again)"},
+        "prefill_tokens": INT,
         "shared_tokens": {"type": "integer", "description": "prompt tokens taken from another session's cache (a shared system prompt) instead of computed"}, "ttft_ms": NUM,
         "tokens_per_s": NUM, "finish_reason": {"enum": ["stop", "length", "cancelled", "error"]},
         "trimmed_messages": INT, "restored_state": BOOL, "files": {"type": "array", "items": {"type": "object"}}}},
@@ -85,7 +89,33 @@ ERROR_ANSWERS: dict[int, dict[str, Any]] = {
 
 SESSION_BODY = _obj({"client_id": {"type": "string", "maxLength": MAX_CLIENT_ID_CHARS}, "system_prompt": {"type": "string", "maxLength": MAX_SYSTEM_PROMPT_CHARS},
                      "title": {"type": "string", "maxLength": MAX_TITLE_CHARS}, "settings": _ref("Settings")})
-MESSAGE_BODY = _obj({"content": STR, "max_tokens": INT, "stream": BOOL}, required=("content",))
+MESSAGE_BODY = _obj({"content": STR, "max_tokens": INT, "stream": BOOL, "stop": STOP}, required=("content",))
+TURN_ANSWER = {"description": "The reply; with stream=true a text/event-stream of the WebSocket frames",
+               "content": {"application/json": {"schema": _obj({"message": _ref("Message"), "usage": _ref("Usage")})}, "text/event-stream": {"schema": STR}}}
+OPENAI_ERROR = {"type": "object", "required": ["error"], "properties": {"error": {"type": "object", "required": ["message", "type", "code"], "properties": {
+    "message": STR, "type": STR, "param": {"type": ["string", "null"]}, "code": {"type": ["string", "null"]}}}}}
+OPENAI_KEY = [{"name": "Authorization", "in": "header", "schema": STR, "description": "Bearer <session id> (the OpenAI clients' API key); "
+                                                                                     "Bearer ADMIN_TOKEN without a session runs the request in a session of its own"},
+              {"name": "x-session-id", "in": "header", "schema": STR, "description": "the session, when the key names none"}]
+
+
+def _openai_errors(*statuses: int) -> dict[str, Any]:
+    answers = {str(s): _json(OPENAI_ERROR, "Error, in OpenAI's shape") for s in statuses}
+    if 429 in statuses:
+        answers["429"]["headers"] = {"Retry-After": {"description": "seconds to wait", "schema": INT}}
+    return answers
+
+
+CHAT_COMPLETION_BODY = {"type": "object", "required": ["messages"], "properties": {
+    "model": {"type": "string", "description": "echoed; the server has one model"},
+    "messages": {"type": "array", "minItems": 1, "items": {"type": "object", "required": ["role"], "properties": {
+        "role": {"enum": ["system", "developer", "user", "assistant"]},
+        "content": {"anyOf": [STR, {"type": "array", "items": _obj({"type": {"const": "text"}, "text": STR}, required=("type", "text"))}]}}}},
+    "stream": BOOL, "stream_options": {"type": "object", "properties": {"include_usage": BOOL}},
+    "max_tokens": {"type": "integer", "minimum": 1}, "max_completion_tokens": {"type": "integer", "minimum": 1},
+    "temperature": _setting("temperature", "number"), "top_p": _setting("top_p", "number"), "seed": INT,
+    "stop": {"anyOf": [{"type": "string", "minLength": 1, "maxLength": MAX_STOP_CHARS}, STOP]},
+    "n": {"const": 1, "description": "more than one choice is refused (400)"}}}
 
 
 def _op(summary: str, responses: dict[str, Any], params: list | None = None, body: dict | None = None, description: str = "") -> dict[str, Any]:
@@ -141,6 +171,30 @@ PATHS: dict[str, dict[str, Any]] = {
                     "content": {"application/json": {"schema": _obj({"message": _ref("Message"), "usage": _ref("Usage")})}, "text/event-stream": {"schema": STR}}},
             **_errors(400, 403, 404, 409, 413, 422, 429, 503)}, S, JSON_BODY(MESSAGE_BODY)),
     },
+    "/sessions/{session_id}/regenerate": {"post": _op("Answer the last user message again", {"200": TURN_ANSWER, **_errors(400, 403, 404, 409, 413, 422, 429, 503)}, S,
+                                                    JSON_BODY(_obj({"max_tokens": INT, "stream": BOOL, "stop": STOP}), False),
+                                                    description="The last reply is replaced; the new one lists it (and the replies before it) in `alternatives`. "
+                                                                "409 `nothing_to_regenerate` when the conversation does not end with a reply. Every socket "
+                                                                "of the session first gets a `history` frame without the replaced reply.")},
+    "/sessions/{session_id}/messages/{message_id}/edit": {"post": _op(
+        "Give a user message new text, drop the messages after it and answer again", {"200": TURN_ANSWER, **_errors(400, 403, 404, 409, 413, 422, 429, 503)},
+        S + [{"name": "message_id", "in": "path", "required": True, "schema": STR}], JSON_BODY(MESSAGE_BODY),
+        description="404 `message_not_found` when the session has no such message, 422 `not_a_user_message` for a reply. Every socket of the "
+                    "session first gets a `history` frame with the conversation as it now stands. The model state is reused up to the first changed token.")},
+    "/v1/models": {"get": _op("The served model (OpenAI API)", {"200": _json({"type": "object", "properties": {"object": {"const": "list"}, "data": {"type": "array", "items": {
+        "type": "object", "properties": {"id": STR, "object": {"const": "model"}, "created": INT, "owned_by": STR,
+                                         "context_length": {"type": "integer", "description": "context tokens of one session"}}}}}}),
+        **_openai_errors(401)}, OPENAI_KEY)},
+    "/v1/chat/completions": {"post": _op("A chat completion in a session (OpenAI API)", {
+        "200": {"description": "`chat.completion`, or with stream=true `chat.completion.chunk` server-sent events ending `data: [DONE]`",
+                "content": {"application/json": {"schema": {"type": "object"}}, "text/event-stream": {"schema": STR}}},
+        **_openai_errors(400, 401, 413, 429, 503)}, OPENAI_KEY, JSON_BODY(CHAT_COMPLETION_BODY),
+        description="The key is a session id. When `messages` are the session's stored conversation (its system prompt first, when it has one) "
+                    "plus one new user message, this is the session's next turn: stored, streamed to its open tabs, its model state reused. "
+                    "Any other conversation runs as a side turn that stores nothing, in a model state of its own. Either waits for the "
+                    "session's running turn. Honoured: model (echoed), stream, stream_options.include_usage, max_tokens/max_completion_tokens, "
+                    "temperature, top_p, seed, stop. Refused with 400: n > 1, tools, functions, response_format other than text, logprobs. "
+                    "Other fields are ignored. Every error has OpenAI's shape.")},
     "/sessions/{session_id}/files": {
         "post": _op("Upload files (multipart/form-data)", {"201": _json(_obj({"files": {"type": "array", "items": _ref("File")}})), **_errors(400, 403, 404, 413, 415, 422)}, S,
                     {"required": True, "content": {"multipart/form-data": {"schema": {"type": "object", "properties": {"file": {"type": "array", "items": {"type": "string", "format": "binary"}}}}}}},
@@ -165,7 +219,9 @@ PATHS: dict[str, dict[str, Any]] = {
     "/ws": {"get": _op("WebSocket chat", {"101": {"description": "Switching protocols"}, **_errors(400, 403, 429)},
                        [{"name": "session_id", "in": "query", "schema": {"type": "string", "format": "uuid"}},
                         {"name": "resume", "in": "query", "schema": STR, "description": "<message_id>:<seq> of the last frame received"}],
-                       description=("Frames in: chat {content, id?, max_tokens?}, stop, ping. Frames out: session (first), start, token, "
+                       description=("Frames in: chat {content, id?, max_tokens?, stop?}, regenerate {id?, max_tokens?}, edit {message_id, content, "
+                                    "id?, max_tokens?}, stop, ping. Frames out: session (first), history (after an edit or regenerate, before the new "
+                                    "reply's start: the stored conversation as it now stands), start, token, "
                                     "done, error, queued, pong, files, session_closed. Turn frames carry message_id and seq. "
                                     "Close codes: 4404 unknown/expired session, 4400 malformed id, 1013 reader too slow or no session could be "
                                     "created (after an error frame), 1011 internal error (after an error frame). Opening without a session "

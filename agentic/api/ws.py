@@ -1,4 +1,4 @@
-"""WebSocket chat (api.md): session frame first, then chat/stop/ping in, numbered turn frames out."""
+"""WebSocket chat (api.md): session frame first, then chat/regenerate/edit/stop/ping in, numbered turn frames out."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from typing import Any
 from aiohttp import WSCloseCode, WSMsgType, web
 
 from agentic import keys
+from agentic.api.messages import turn_options
 from agentic.api.requests import client_id_header, parse_json
 from agentic.chat.subscribers import Subscriber
 from agentic.config import MAX_WS_FRAME_BYTES
@@ -162,21 +163,27 @@ async def _handle_frame(request: web.Request, record: SessionRecord, subscriber,
         subscriber.send({"type": "pong"})
     elif kind == "stop":
         chat.stop(record.session_id)
-    elif kind == "chat":
-        await _start_chat(chat, record, subscriber, frame)
+    elif kind in ("chat", "regenerate", "edit"):
+        await _start_turn(chat, record, subscriber, frame)
     else:
         subscriber.send(_error("unknown_type", f"unknown frame type {kind!r}"))
 
 
-async def _start_chat(chat, record: SessionRecord, subscriber, frame: dict[str, Any]) -> None:
+async def _start_turn(chat, record: SessionRecord, subscriber, frame: dict[str, Any]) -> None:
+    """A chat, regenerate or edit frame: the turn's frames go to every socket of the session,
+    a refusal to this socket only (an error frame with the HTTP status it would have had)."""
     reply_to = frame.get("id")
-    max_tokens = frame.get("max_tokens")
     if reply_to is not None and not isinstance(reply_to, (str, int)):
         reply_to = None
-    if max_tokens is not None and (isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or max_tokens < 1):
-        subscriber.send(_error("invalid_field", "'max_tokens' must be a positive integer", reply_to=reply_to))
-        return
     try:
-        await chat.start_turn(record, frame.get("content"), max_tokens, reply_to=reply_to)
+        options = turn_options(frame)
+        if frame["type"] == "chat":
+            await chat.start_turn(record, frame.get("content"), options, reply_to=reply_to)
+        elif frame["type"] == "regenerate":
+            await chat.regenerate(record, options, reply_to=reply_to)
+        else:
+            await chat.edit(record, frame.get("message_id"), frame.get("content"), options, reply_to=reply_to)
     except DomainError as exc:
         subscriber.send(_error(exc.code, exc.message, reply_to=reply_to, status=http_status(exc)))
+    except ApiError as exc:
+        subscriber.send(_error(exc.code, exc.message, reply_to=reply_to, status=exc.status))

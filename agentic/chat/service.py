@@ -4,16 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from dataclasses import dataclass, field
-from typing import Any, Awaitable, Callable
+import uuid
+from dataclasses import dataclass, field, replace
+from typing import Any, Awaitable, Callable, TypeVar
 
 from agentic.chat.subscribers import Subscriber
 from agentic.chat.turns import Turn
 from agentic.engine.engine import Engine
-from agentic.errors import Busy, Conflict, Invalid, TooLarge, Unavailable
+from agentic.errors import Busy, Conflict, Invalid, NotFound, TooLarge, Unavailable
 from agentic.engine.types import Done, EngineBusy, EngineNotReady, Failed, Queued, Sampling, Token, TurnEvent, TurnRequest
 from agentic.sessions.lifecycle import SessionManager
-from agentic.sessions.models import SessionRecord
+from agentic.sessions.models import Message, SessionRecord
 
 log = logging.getLogger("agentic.chat")
 
@@ -21,6 +22,31 @@ log = logging.getLogger("agentic.chat")
 ContextProvider = Callable[[SessionRecord, str], Awaitable[tuple[str, list[dict[str, Any]]]]]
 # Called with each finished turn's usage (metrics count tokens and turns from it).
 UsageListener = Callable[[dict[str, Any]], None]
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class TurnOptions:
+    """What one turn asks for beyond the session's settings; None takes the session's own."""
+
+    max_tokens: int | None = None
+    temperature: float | None = None
+    top_p: float | None = None
+    seed: int | None = None
+    stop: tuple[str, ...] | None = None
+
+
+def _pick(asked: T | None, default: T) -> T:
+    return default if asked is None else asked
+
+
+def _stops(options: TurnOptions, record: SessionRecord) -> tuple[str, ...]:
+    return _pick(options.stop, record.settings.stop)
+
+
+def _side_state(session_id: str) -> str:
+    """The engine's name for the model state of a session's side turns (kept apart from its conversation's)."""
+    return f"{session_id}-side"
 
 
 @dataclass
@@ -37,8 +63,10 @@ class ChatService:
         self.max_message_chars = max_message_chars
         self.context_provider: ContextProvider | None = None
         self._usage_listeners: list[UsageListener] = []
-        self._hubs: dict[str, SessionHub] = {}
+        self._hubs: dict[str, SessionHub] = {}  # by channel: a session's id, or a side turn's own
         self._pending_writes: set[asyncio.Task] = set()
+        self._side_turns: dict[str, set[Turn]] = {}
+        self._waiting = 0  # side turns and OpenAI requests waiting for their session's running turn
 
     def on_turn_finished(self, listener: UsageListener) -> None:
         self._usage_listeners.append(listener)
@@ -72,6 +100,13 @@ class ChatService:
             subscriber.send(frame)
         hub.subscribers.add(subscriber)
 
+    def watch(self, turn: Turn, subscriber: Subscriber) -> None:
+        """Send one turn's frames from its first (all of them, if it has ended already), then what
+        its channel sends live."""
+        for frame in turn.frames:
+            subscriber.send(frame)
+        self.hub(turn.channel).subscribers.add(subscriber)
+
     def unsubscribe(self, session_id: str, subscriber: Subscriber) -> None:
         hub = self._hubs.get(session_id)
         if hub is None:
@@ -81,7 +116,7 @@ class ChatService:
         if not hub.subscribers and turn is not None and turn.cancel_when_unwatched and not turn.done:
             log.info("last watcher left, stopping the turn", extra={"session_id": session_id})
             turn.cancel()
-        if not hub.subscribers and hub.current is None and hub.last is None:
+        if not hub.subscribers and hub.current is None and (hub.last is None or hub.last.side):
             self._hubs.pop(session_id, None)
 
     def broadcast(self, session_id: str, frame: dict[str, Any]) -> None:
@@ -101,69 +136,192 @@ class ChatService:
             raise TooLarge("message_too_large", f"message is longer than {self.max_message_chars} characters")
         return content
 
-    async def start_turn(self, record: SessionRecord, content: Any, max_tokens: int | None = None, reply_to: str | None = None, cancel_when_unwatched: bool = True) -> Turn:
+    async def start_turn(self, record: SessionRecord, content: Any, options: TurnOptions = TurnOptions(), reply_to: str | None = None,
+                         cancel_when_unwatched: bool = True) -> Turn:
+        """The session's next turn: the message is stored, and the reply streams to every watcher."""
         content = self.check_message(content)
+
+        async def add_question(turn: Turn) -> None:
+            await self.sessions.add_message(record, "user", content)
+            if record.title == "New chat":
+                await self.sessions.update(record, title=content.strip().splitlines()[0][:60])
+
+        return await self._begin(record, add_question, options, reply_to, cancel_when_unwatched)
+
+    async def regenerate(self, record: SessionRecord, options: TurnOptions = TurnOptions(), reply_to: str | None = None,
+                         cancel_when_unwatched: bool = True) -> Turn:
+        """Answer the last user message again; the reply it replaces becomes an alternative of the new one."""
+
+        async def drop_last_reply(turn: Turn) -> None:
+            messages = await self.sessions.messages(record.session_id)
+            if len(messages) < 2 or messages[-1].role != "assistant" or messages[-2].role != "user":
+                raise Conflict("nothing_to_regenerate", "the conversation does not end with a reply to regenerate")
+            turn.replaced = messages[-1]
+            turn.alternatives = (*messages[-1].alternatives, messages[-1].content)
+            await self.sessions.rewrite_after(record, messages[-2].id)
+            self._send_history(turn, messages[:-1])
+
+        return await self._begin(record, drop_last_reply, options, reply_to, cancel_when_unwatched)
+
+    async def edit(self, record: SessionRecord, message_id: Any, content: Any, options: TurnOptions = TurnOptions(),
+                   reply_to: str | None = None, cancel_when_unwatched: bool = True) -> Turn:
+        """Give a user message new text, drop every message after it, and answer it again."""
+        content = self.check_message(content)
+
+        async def rewrite(turn: Turn) -> None:
+            messages = await self.sessions.messages(record.session_id)
+            at = next((i for i, m in enumerate(messages) if m.id == message_id), None)
+            if at is None:
+                raise NotFound("message_not_found", "no such message in this session")
+            if messages[at].role != "user":
+                raise Invalid("not_a_user_message", "only a user message can be edited")
+            await self.sessions.rewrite_after(record, messages[at].id, content)
+            self._send_history(turn, [*messages[:at], replace(messages[at], content=content)])
+
+        return await self._begin(record, rewrite, options, reply_to, cancel_when_unwatched)
+
+    async def complete(self, record: SessionRecord, messages: list[dict[str, str]], options: TurnOptions, cancel_when_unwatched: bool) -> Turn:
+        """A turn on a conversation a client sends whole (the OpenAI API), which is authoritative:
+        when it is the stored conversation plus one new user message, it is the session's next
+        turn; anything else is a side turn. Either waits for the session's running turn."""
+        while True:
+            await self._wait_for_session(record.session_id)
+            stored = await self.stored_conversation(record)
+            if not (len(messages) == len(stored) + 1 and messages[:-1] == stored and messages[-1]["role"] == "user"):
+                return await self.side_turn(record, messages, options, cancel_when_unwatched)
+            try:
+                return await self.start_turn(record, messages[-1]["content"], options, cancel_when_unwatched=cancel_when_unwatched)
+            except Conflict:  # another turn started while the conversation was read
+                continue
+
+    async def stored_conversation(self, record: SessionRecord) -> list[dict[str, str]]:
+        """The session's system prompt and messages, as a client would send them."""
+        system = [{"role": "system", "content": record.system_prompt}] if record.system_prompt else []
+        return system + [{"role": m.role, "content": m.content} for m in await self.sessions.messages(record.session_id)]
+
+    async def side_turn(self, record: SessionRecord, messages: list[dict[str, str]], options: TurnOptions, cancel_when_unwatched: bool) -> Turn:
+        """A turn on `messages` as given that stores nothing and only its caller watches (on the
+        channel `turn.channel`). It runs after the session's running turn, in a model state of
+        its own, so the session's cached conversation stays as it was."""
+        await self._wait_for_session(record.session_id)
+        if not self.engine.ready:
+            raise Unavailable("model_not_ready", self.engine.error or "the model is still loading")
+        turn = Turn(record.session_id, cancel_when_unwatched, _stops(options, record), channel=f"{record.session_id}/{uuid.uuid4()}")
+        self.hub(turn.channel).current = turn
+        try:
+            self._submit(turn, _side_state(record.session_id), messages, options, record)
+        except BaseException:
+            await self._abandon(turn)
+            raise
+        self._side_turns.setdefault(record.session_id, set()).add(turn)
+        self._send(turn, {"type": "start", "reply_to": None})
+        return turn
+
+    async def _wait_for_session(self, session_id: str) -> None:
+        """Wait until the session runs no turn; waiters count against the engine's queue limit."""
+        while (hub := self._hubs.get(session_id)) is not None and hub.current is not None and not hub.current.done:
+            if self._waiting >= self.engine.settings.max_queue:
+                raise Busy("busy", f"the server is busy: {self._waiting} turns are already waiting")
+            self._waiting += 1
+            try:
+                await asyncio.shield(hub.current.finished)
+            finally:
+                self._waiting -= 1
+
+    async def _begin(self, record: SessionRecord, change: Callable[[Turn], Awaitable[None]], options: TurnOptions,
+                     reply_to: str | None, cancel_when_unwatched: bool) -> Turn:
+        """Claim the session for a turn, let `change` bring the stored conversation to what it
+        answers, and submit it."""
         hub = self.hub(record.session_id)
         if hub.current is not None and not hub.current.done:
             raise Conflict("turn_in_progress", "a reply is already being generated for this session; stop it or wait")
         if not self.engine.ready:
             raise Unavailable("model_not_ready", self.engine.error or "the model is still loading")
-        turn = Turn(record.session_id, cancel_when_unwatched)
+        turn = Turn(record.session_id, cancel_when_unwatched, _stops(options, record))
         hub.current = turn  # claimed before any await, so a second turn is refused
         try:
-            await self.sessions.add_message(record, "user", content)
-            if record.title == "New chat":
-                await self.sessions.update(record, title=content.strip().splitlines()[0][:60])
-            messages = await self._conversation(record, content, turn)
-            turn.request = TurnRequest(
-                session_id=record.session_id, messages=messages,
-                max_tokens=self.engine.clamp_max_tokens(max_tokens or record.settings.max_tokens),
-                sampling=Sampling(record.settings.temperature, record.settings.top_p, record.settings.top_k, record.settings.seed, record.settings.ignore_eos),
-                emit=lambda event: self._on_engine_event(turn, event),
-            )
-            self.engine.submit(turn.request)
-        except EngineBusy as exc:
-            self._abandon(hub, turn)
-            raise Busy("busy", f"the server is busy: {exc}") from None
-        except EngineNotReady as exc:
-            self._abandon(hub, turn)
-            raise Unavailable("model_not_ready", str(exc)) from None
+            await change(turn)
+            messages = await self._conversation(record, turn)
+            self._submit(turn, record.session_id, messages, options, record)
         except BaseException:
-            self._abandon(hub, turn)
+            await self._abandon(turn)
             raise
         self._send(turn, {"type": "start", "reply_to": reply_to})
         return turn
 
-    def _abandon(self, hub: SessionHub, turn: Turn) -> None:
-        if hub.current is turn:
-            hub.current = None
-        if not turn.finished.done():
-            turn.finished.set_result(None)
+    def _submit(self, turn: Turn, state_id: str, messages: list[dict[str, str]], options: TurnOptions, record: SessionRecord) -> None:
+        settings = record.settings
+        turn.request = TurnRequest(
+            session_id=state_id, messages=messages,
+            max_tokens=self.engine.clamp_max_tokens(options.max_tokens or settings.max_tokens),
+            sampling=Sampling(_pick(options.temperature, settings.temperature), _pick(options.top_p, settings.top_p), settings.top_k,
+                              _pick(options.seed, settings.seed), settings.ignore_eos),
+            emit=lambda event: self._on_engine_event(turn, event),
+        )
+        try:
+            self.engine.submit(turn.request)
+        except EngineBusy as exc:
+            raise Busy("busy", f"the server is busy: {exc}") from None
+        except EngineNotReady as exc:
+            raise Unavailable("model_not_ready", str(exc)) from None
 
-    async def _conversation(self, record: SessionRecord, question: str, turn: Turn) -> list[dict[str, str]]:
+    async def _abandon(self, turn: Turn) -> None:
+        """A turn that never reached the engine: free its channel and put back a reply it was to replace."""
+        hub = self._hubs.get(turn.channel)
+        if hub is not None and hub.current is turn:
+            hub.current = None
+            if turn.side:
+                self._hubs.pop(turn.channel, None)
+        try:
+            await self._restore_replaced(turn)
+        finally:
+            if not turn.finished.done():
+                turn.finished.set_result(None)
+
+    async def _restore_replaced(self, turn: Turn) -> None:
+        record = self.sessions.find(turn.session_id)
+        if turn.replaced is None or record is None:
+            return
+        old, turn.replaced = turn.replaced, None
+        await self.sessions.add_message(record, old.role, old.content, old.usage, old.id, old.alternatives)
+        self._send_history(turn, await self.sessions.messages(turn.session_id))
+
+    def _send_history(self, turn: Turn, messages: list[Message]) -> None:
+        """Every watcher redraws the conversation as it now stands (after an edit or a regenerate)."""
+        self._send(turn, {"type": "history", "messages": [m.to_json() for m in messages]})
+
+    async def _conversation(self, record: SessionRecord, turn: Turn) -> list[dict[str, str]]:
+        history = [{"role": m.role, "content": m.content} for m in await self.sessions.messages(record.session_id)]
         system = record.system_prompt
+        question = next((m["content"] for m in reversed(history) if m["role"] == "user"), "")
         if self.context_provider is not None and record.files:
             extra, turn.file_sources = await self.context_provider(record, question)
             if extra:
                 system = f"{system}\n\n{extra}".strip()
-        history = [{"role": m.role, "content": m.content} for m in await self.sessions.messages(record.session_id)]
         return ([{"role": "system", "content": system}] if system else []) + history
 
     def _send(self, turn: Turn, body: dict[str, Any]) -> None:
-        self.broadcast(turn.session_id, turn.frame(body))
+        self.broadcast(turn.channel, turn.frame(body))
 
     def _on_engine_event(self, turn: Turn, event: TurnEvent) -> None:
         match event:
             case Token(text):
-                turn.parts.append(text)
-                self._send(turn, {"type": "token", "text": text})
+                self._reply(turn, turn.stops.push(text))
+                if turn.stops.matched is not None:
+                    turn.cancel()  # the engine stops it; _complete reports finish_reason "stop"
             case Queued(position):
                 self._send(turn, {"type": "queued", "position": position})
             case Done(usage):
+                self._reply(turn, turn.stops.flush())
                 self._track(self._complete(turn, usage))
             case Failed(code, message):
                 self._send(turn, {"type": "error", "code": code, "message": message})
                 self._track(self._complete(turn, None))
+
+    def _reply(self, turn: Turn, text: str) -> None:
+        if text:
+            turn.parts.append(text)
+            self._send(turn, {"type": "token", "text": text})
 
     def _track(self, coro: Awaitable[None]) -> None:
         task = asyncio.ensure_future(coro)
@@ -172,19 +330,12 @@ class ChatService:
 
     async def _complete(self, turn: Turn, usage: dict[str, Any] | None) -> None:
         """Store the reply (also a partial one), then tell the watchers."""
-        hub = self.hub(turn.session_id)
+        hub = self.hub(turn.channel)
         try:
-            record = self.sessions.find(turn.session_id)
             if usage is not None:
-                if turn.file_sources:
-                    usage["files"] = turn.file_sources
-                for listener in self._usage_listeners:
-                    listener(usage)
-                if record is not None and (turn.text or usage["finish_reason"] != "cancelled"):
-                    message = await self.sessions.add_message(record, "assistant", turn.text, usage, message_id=turn.message_id)
-                    self._send(turn, {"type": "done", "message": message.to_json(), "usage": usage})
-                else:
-                    self._send(turn, {"type": "done", "message": None, "usage": usage})
+                await self._store_reply(turn, usage)
+            elif not turn.side:
+                await self._restore_replaced(turn)
         finally:
             if hub.current is turn:
                 hub.current = None
@@ -192,7 +343,33 @@ class ChatService:
             if not turn.finished.done():
                 turn.finished.set_result(usage)
             if not hub.subscribers:
-                self._hubs.pop(turn.session_id, None)
+                self._hubs.pop(turn.channel, None)
+            if turn.side:
+                self._side_turn_ended(turn)
+
+    async def _store_reply(self, turn: Turn, usage: dict[str, Any]) -> None:
+        usage.setdefault("cached_tokens", 0)
+        if turn.stops.matched is not None:
+            usage["finish_reason"] = "stop"
+        if turn.file_sources:
+            usage["files"] = turn.file_sources
+        for listener in self._usage_listeners:
+            listener(usage)
+        record = self.sessions.find(turn.session_id)
+        message = None
+        if record is not None and not turn.side and (turn.text or usage["finish_reason"] != "cancelled"):
+            message = await self.sessions.add_message(record, "assistant", turn.text, usage, message_id=turn.message_id, alternatives=turn.alternatives)
+        elif not turn.side:
+            await self._restore_replaced(turn)
+        self._send(turn, {"type": "done", "message": None if message is None else message.to_json(), "usage": usage})
+
+    def _side_turn_ended(self, turn: Turn) -> None:
+        """The last side turn of a session takes its model state with it."""
+        turns = self._side_turns.get(turn.session_id, set())
+        turns.discard(turn)
+        if not turns:
+            self._side_turns.pop(turn.session_id, None)
+            self._track(self.engine.drop_session(_side_state(turn.session_id)))
 
     def stop(self, session_id: str) -> bool:
         hub = self._hubs.get(session_id)
@@ -220,6 +397,8 @@ class ChatService:
 
     async def session_removed(self, session_id: str) -> None:
         """Removal hook: stop the turn, tell and drop the watchers."""
+        for turn in self._side_turns.get(session_id, ()):
+            turn.cancel()
         hub = self._hubs.pop(session_id, None)
         if hub is None:
             return

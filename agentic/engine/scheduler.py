@@ -319,7 +319,8 @@ class Scheduler:
         sequences = set()
         prompts = self._prompts_for_step()  # first: prefixes are shared while every cell is decoded
         for turn in self.active:
-            if turn.next_token is not None and not self._held(turn):
+            # A cancelled turn (stop, a stop string) ends below without decoding another token.
+            if turn.next_token is not None and not turn.req.cancelled.is_set() and not self._held(turn):
                 turn.logit_index = batch.add(turn.next_token, len(turn.slot.tokens), turn.slot.seq, True)
                 turn.slot.extend([turn.next_token])
                 turn.next_token = None

@@ -83,9 +83,15 @@ def check_origin(request: web.Request) -> None:
     raise ApiError(403, "origin_refused", f"origin {request.headers['Origin']!r} may not use client {settings.number}")
 
 
+def api_key_session(request: web.Request) -> str | None:
+    """On the OpenAI API (/v1/), a key that is a session id names the session: never the cookie's."""
+    scheme, _, key = request.headers.get("Authorization", "").partition(" ")
+    return valid_uuid(key) if scheme.lower() == "bearer" and backend_path(request).startswith("/v1/") else None
+
+
 async def caller_session(request: web.Request, check_live: bool = False) -> str | None:
-    """The request's own session (header, or the WebSocket's query), else the implicit binding."""
-    own = request.headers.get("x-session-id") or (request.query.get("session_id") if request.path.endswith("/ws") else None)
+    """The request's own session (an API key, the header, or the WebSocket's query), else the implicit binding."""
+    own = api_key_session(request) or request.headers.get("x-session-id") or (request.query.get("session_id") if request.path.endswith("/ws") else None)
     if own:
         return own.strip()
     forwarder = request.app[forwarder_key]

@@ -116,8 +116,13 @@ class SessionManager:
     async def update(self, record: SessionRecord, *, title: str | None = None, system_prompt: str | None = None, settings: ChatSettings | None = None) -> None:
         await self.store.update(record, title=title, system_prompt=system_prompt, settings=settings)
 
-    async def add_message(self, record: SessionRecord, role: str, content: str, usage: dict[str, Any] | None = None, message_id: str | None = None) -> Message:
-        return await self.store.add_message(record, role, content, usage, message_id)
+    async def add_message(self, record: SessionRecord, role: str, content: str, usage: dict[str, Any] | None = None, message_id: str | None = None,
+                          alternatives: tuple[str, ...] = ()) -> Message:
+        return await self.store.add_message(record, role, content, usage, message_id, alternatives)
+
+    async def rewrite_after(self, record: SessionRecord, message_id: str, content: str | None = None) -> None:
+        """Drop the messages after `message_id` (edit, regenerate); with `content`, that message's new text."""
+        await self.store.rewrite_after(record, message_id, content)
 
     async def messages(self, session_id: str) -> list[Message]:
         return await self.store.messages(session_id)

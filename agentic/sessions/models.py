@@ -28,9 +28,13 @@ class ChatSettings:
     max_tokens: int | None = None
     seed: int | None = None
     ignore_eos: bool = False
+    stop: tuple[str, ...] = ()
 
     LIMITS = {"temperature": (0.0, 2.0), "top_p": (0.0, 1.0), "top_k": (1, 1000), "max_tokens": (1, 1_000_000), "seed": (0, 2**31 - 1)}
     FLAGS = frozenset({"ignore_eos"})
+
+    def __post_init__(self) -> None:
+        self.stop = tuple(self.stop)  # a list, as read back from JSON
 
     def to_json(self) -> dict[str, Any]:
         return {f.name: getattr(self, f.name) for f in fields(self)}
@@ -42,8 +46,27 @@ class ChatSettings:
         for name, value in changes.items():
             if name not in values:
                 raise Invalid("invalid_field", f"unknown setting {name!r}")
-            values[name] = _checked_flag(name, value) if name in self.FLAGS else _checked_setting(name, value, self.LIMITS[name])
+            if name == "stop":
+                values[name] = checked_stops(value)
+            else:
+                values[name] = _checked_flag(name, value) if name in self.FLAGS else _checked_setting(name, value, self.LIMITS[name])
         return ChatSettings(**values)
+
+
+MAX_STOPS = 16
+MAX_STOP_CHARS = 200
+
+
+def checked_stops(value: Any) -> tuple[str, ...]:
+    """Stop strings as a request or setting gives them (None, one string or a list), or `Invalid`."""
+    if value is None:
+        return ()
+    items = [value] if isinstance(value, str) else value
+    if not isinstance(items, list) or not all(isinstance(s, str) for s in items):
+        raise Invalid("invalid_field", "'stop' must be a string or a list of strings")
+    if len(items) > MAX_STOPS or not all(0 < len(s) <= MAX_STOP_CHARS for s in items):
+        raise Invalid("invalid_field", f"'stop' holds at most {MAX_STOPS} strings of 1 to {MAX_STOP_CHARS} characters")
+    return tuple(dict.fromkeys(items))
 
 
 def _checked_flag(name: str, value: Any) -> bool:
@@ -134,11 +157,14 @@ class Message:
     content: str
     created_at: float
     usage: dict[str, Any] | None = None
+    alternatives: tuple[str, ...] = ()  # earlier replies to the same user message, oldest first
 
     def to_json(self) -> dict[str, Any]:
         body: dict[str, Any] = {"id": self.id, "role": self.role, "content": self.content, "created_at": iso(self.created_at)}
         if self.usage is not None:
             body["usage"] = self.usage
+        if self.alternatives:
+            body["alternatives"] = list(self.alternatives)
         return body
 
 

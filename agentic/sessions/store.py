@@ -99,7 +99,7 @@ MATCH_OPEN, MATCH_CLOSE = "\ue000", "\ue001"
 
 # Schema version N (PRAGMA user_version) is the effect of the first N scripts; a change of the
 # schema is a new script at the end. Version 1 is also what databases from before versions hold.
-MIGRATIONS = [SCHEMA, SEARCH_SCHEMA]
+MIGRATIONS = [SCHEMA, SEARCH_SCHEMA, "ALTER TABLE messages ADD COLUMN alternatives TEXT"]
 
 class SessionStore:
     def __init__(self, db_path: Path) -> None:
@@ -251,8 +251,9 @@ class SessionStore:
         return [record for record in removed if record is not None]
 
     # -- messages -------------------------------------------------------------
-    async def add_message(self, record: SessionRecord, role: str, content: str, usage: dict[str, Any] | None = None, message_id: str | None = None) -> Message:
-        message = Message(message_id or str(uuid.uuid4()), role, content, now(), usage)
+    async def add_message(self, record: SessionRecord, role: str, content: str, usage: dict[str, Any] | None = None, message_id: str | None = None,
+                          alternatives: tuple[str, ...] = ()) -> Message:
+        message = Message(message_id or str(uuid.uuid4()), role, content, now(), usage, alternatives)
         await self._run(self._insert_message_sync, record.session_id, message)
         record.message_count += 1
         self.stats.total_messages += 1
@@ -263,8 +264,8 @@ class SessionStore:
         with db:
             db.execute("BEGIN")
             db.execute(
-                "INSERT INTO messages(id, session_id, role, content, created_at, usage) VALUES (?, ?, ?, ?, ?, ?)",
-                (m.id, sid, m.role, m.content, m.created_at, None if m.usage is None else json.dumps(m.usage)),
+                "INSERT INTO messages(id, session_id, role, content, created_at, usage, alternatives) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (m.id, sid, m.role, m.content, m.created_at, None if m.usage is None else json.dumps(m.usage), json.dumps(m.alternatives) if m.alternatives else None),
             )
             self._bump_counter("total_messages", 1)
 
@@ -273,9 +274,22 @@ class SessionStore:
 
     def _messages_sync(self, sid: str) -> list[Message]:
         rows = self._db().execute(
-            "SELECT id, role, content, created_at, usage FROM messages WHERE session_id = ? ORDER BY seq", (sid,)
+            "SELECT id, role, content, created_at, usage, alternatives FROM messages WHERE session_id = ? ORDER BY seq", (sid,)
         ).fetchall()
-        return [Message(r[0], r[1], r[2], r[3], None if r[4] is None else json.loads(r[4])) for r in rows]
+        return [Message(r[0], r[1], r[2], r[3], None if r[4] is None else json.loads(r[4]), tuple(json.loads(r[5] or "[]"))) for r in rows]
+
+    async def rewrite_after(self, record: SessionRecord, message_id: str, content: str | None = None) -> None:
+        """Drop every message after `message_id` and, with `content`, give that message this text."""
+        record.message_count -= await self._run(self._rewrite_after_sync, record.session_id, message_id, content)
+
+    def _rewrite_after_sync(self, sid: str, message_id: str, content: str | None) -> int:
+        db = self._db()
+        with db:
+            db.execute("BEGIN")
+            (seq,) = db.execute("SELECT seq FROM messages WHERE session_id = ? AND id = ?", (sid, message_id)).fetchone()
+            if content is not None:
+                db.execute("UPDATE messages SET content = ? WHERE seq = ?", (content, seq))
+            return db.execute("DELETE FROM messages WHERE session_id = ? AND seq > ?", (sid, seq)).rowcount
 
     async def clear_messages(self, record: SessionRecord) -> None:
         await self._run(self._clear_sync, record.session_id)

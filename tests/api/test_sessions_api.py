@@ -40,7 +40,7 @@ async def test_get_patch_clear_delete(client):
     body = await resp.json()
     assert resp.status == 200, body
     assert body["title"] == "Plans" and body["system_prompt"] == "You are terse."
-    assert body["settings"] == {"temperature": 0.7, "top_p": 0.5, "top_k": 40, "max_tokens": 12, "seed": 7, "ignore_eos": False}
+    assert body["settings"] == {"temperature": 0.7, "top_p": 0.5, "top_k": 40, "max_tokens": 12, "seed": 7, "ignore_eos": False, "stop": []}
 
     record = client.app[keys.store_key].sessions[sid]
     await client.app[keys.store_key].add_message(record, "user", "hello")

@@ -1,0 +1,144 @@
+"""Stop strings, regenerate and edit with the real bundled model, over the WebSocket and REST."""
+
+from __future__ import annotations
+
+from tests.chat.helpers import chat_turn, open_session_socket, receive_until_done, streamed_text
+from tests.conftest import new_session
+
+COUNTING = "Count from one to twenty in words, separated by commas."
+
+
+def stop_across_a_token_boundary(frames: list[dict]) -> tuple[str, str]:
+    """A stop string made of the end of one streamed piece and the start of the next, and the
+    text before its first occurrence."""
+    pieces = [f["text"] for f in frames if f["type"] == "token"]
+    full = "".join(pieces)
+    for k in range(2, len(pieces) - 1):
+        if len(pieces[k].strip()) >= 2 and len(pieces[k + 1].strip()) >= 2:
+            stop = pieces[k][-2:] + pieces[k + 1][:2]
+            if full.find(stop) > 0:
+                return stop, full[:full.find(stop)]
+    raise AssertionError(f"no two long pieces in a row: {pieces}")
+
+
+async def test_a_stop_string_ends_the_turn_on_every_path(model_client):
+    sid = (await new_session(model_client, settings={"temperature": 0, "ignore_eos": True}))["session_id"]
+    ws, _ = await open_session_socket(model_client, sid)
+    plain = await chat_turn(ws, COUNTING, max_tokens=40)
+    stop, before = stop_across_a_token_boundary(plain)
+
+    await model_client.post(f"/sessions/{sid}/clear")
+    frames = await chat_turn(ws, COUNTING, max_tokens=40, stop=[stop, "never appears"])
+    done = frames[-1]
+    assert done["usage"]["finish_reason"] == "stop", done
+    assert streamed_text(frames) == done["message"]["content"] == before  # nothing sent and then taken back
+
+    await model_client.post(f"/sessions/{sid}/clear")
+    resp = await model_client.post(f"/sessions/{sid}/messages", json={"content": COUNTING, "max_tokens": 40, "stop": stop})
+    body = await resp.json()
+    assert resp.status == 200 and body["message"]["content"] == before and body["usage"]["finish_reason"] == "stop"
+    await receive_until_done(ws)  # the socket watched that turn too
+
+    await model_client.post(f"/sessions/{sid}/clear")
+    patched = await model_client.patch(f"/sessions/{sid}", json={"settings": {"stop": [stop]}})
+    assert (await patched.json())["settings"]["stop"] == [stop]
+    frames = await chat_turn(ws, COUNTING, max_tokens=40)
+    assert streamed_text(frames) == before and frames[-1]["usage"]["finish_reason"] == "stop"
+    await ws.close()
+
+
+async def test_bad_stop_strings_are_refused(model_client):
+    sid = (await new_session(model_client))["session_id"]
+    resp = await model_client.post(f"/sessions/{sid}/messages", json={"content": "hi", "stop": [""]})
+    assert resp.status == 422 and (await resp.json())["error"]["code"] == "invalid_field"
+    assert (await model_client.patch(f"/sessions/{sid}", json={"settings": {"stop": 3}})).status == 422
+    ws, _ = await open_session_socket(model_client, sid)
+    await ws.send_json({"type": "chat", "content": "hi", "stop": {"a": 1}, "id": "x"})
+    error = await ws.receive_json()
+    assert error["type"] == "error" and error["code"] == "invalid_field" and error["reply_to"] == "x" and error["status"] == 422
+    await ws.close()
+
+
+async def test_regenerate_keeps_the_old_reply_as_an_alternative_and_reuses_the_prompt(model_client):
+    sid = (await new_session(model_client, settings={"temperature": 1.5, "seed": 1}))["session_id"]
+    ws, _ = await open_session_socket(model_client, sid)
+    other_tab, _ = await open_session_socket(model_client, sid)
+    first = (await chat_turn(ws, "Name a fruit.", max_tokens=8))[-1]
+    await receive_until_done(other_tab)
+
+    await ws.send_json({"type": "regenerate", "id": "r1", "max_tokens": 8})
+    frames = await receive_until_done(ws)
+    history, start, done = frames[0], frames[1], frames[-1]
+    assert history["type"] == "history" and [m["content"] for m in history["messages"]] == ["Name a fruit."]
+    assert start["type"] == "start" and start["reply_to"] == "r1"
+    assert done["message"]["alternatives"] == [first["message"]["content"]]
+    assert done["message"]["content"] == streamed_text(frames)
+    usage = done["usage"]
+    assert usage["prompt_tokens"] == first["usage"]["prompt_tokens"]
+    assert usage["cached_tokens"] == usage["prompt_tokens"] - 1  # all but the token decoded for the first logits
+    assert (await receive_until_done(other_tab))[0]["type"] == "history"  # other tabs redraw
+
+    resp = await model_client.post(f"/sessions/{sid}/regenerate", json={"max_tokens": 8})
+    body = await resp.json()
+    assert resp.status == 200, body
+    assert body["message"]["alternatives"] == [first["message"]["content"], done["message"]["content"]]
+    assert body["usage"]["cached_tokens"] == body["usage"]["prompt_tokens"] - 1
+    stored = (await (await model_client.get(f"/sessions/{sid}/messages")).json())["messages"]
+    assert [m["role"] for m in stored] == ["user", "assistant"]
+    assert stored[1]["content"] == body["message"]["content"] and stored[1]["alternatives"] == body["message"]["alternatives"]
+    await ws.close()
+    await other_tab.close()
+
+
+async def test_nothing_to_regenerate(model_client):
+    sid = (await new_session(model_client))["session_id"]
+    resp = await model_client.post(f"/sessions/{sid}/regenerate")
+    assert resp.status == 409 and (await resp.json())["error"]["code"] == "nothing_to_regenerate"
+    ws, _ = await open_session_socket(model_client, sid)
+    await ws.send_json({"type": "regenerate", "id": 7})
+    error = await ws.receive_json()
+    assert error["code"] == "nothing_to_regenerate" and error["status"] == 409 and error["reply_to"] == 7
+    await ws.close()
+
+
+async def test_edit_drops_what_follows_and_answers_again_from_the_cached_prefix(model_client):
+    sid = (await new_session(model_client))["session_id"]
+    ws, _ = await open_session_socket(model_client, sid)
+    first = (await chat_turn(ws, "My name is Ann.", max_tokens=8))[-1]
+    await chat_turn(ws, "What is my name?", max_tokens=8)
+    stored = (await (await model_client.get(f"/sessions/{sid}/messages")).json())["messages"]
+    question = stored[2]
+
+    await ws.send_json({"type": "edit", "message_id": question["id"], "content": "Spell my name.", "max_tokens": 8})
+    frames = await receive_until_done(ws)
+    assert frames[0]["type"] == "history"
+    assert [m["content"] for m in frames[0]["messages"]] == ["My name is Ann.", stored[1]["content"], "Spell my name."]
+    usage = frames[-1]["usage"]
+    assert first["usage"]["prompt_tokens"] <= usage["cached_tokens"] < usage["prompt_tokens"]
+    after = (await (await model_client.get(f"/sessions/{sid}/messages")).json())["messages"]
+    assert [m["content"] for m in after[:3]] == ["My name is Ann.", stored[1]["content"], "Spell my name."]
+    assert after[2]["id"] == question["id"] and len(after) == 4
+
+    resp = await model_client.post(f"/sessions/{sid}/messages/{stored[0]['id']}/edit", json={"content": "My name is Bo.", "max_tokens": 8})
+    assert resp.status == 200, await resp.text()
+    assert (await resp.json())["usage"]["cached_tokens"] > 0  # the system part of the template at least
+    after = (await (await model_client.get(f"/sessions/{sid}/messages")).json())["messages"]
+    assert [m["content"] for m in after][:1] == ["My name is Bo."] and len(after) == 2
+    session = await (await model_client.get(f"/sessions/{sid}")).json()
+    assert session["message_count"] == 2
+    await ws.close()
+
+
+async def test_edit_refusals(model_client):
+    sid = (await new_session(model_client))["session_id"]
+    resp = await model_client.post(f"/sessions/{sid}/messages", json={"content": "Hi", "max_tokens": 2})
+    reply_id = (await resp.json())["message"]["id"]
+    missing = await model_client.post(f"/sessions/{sid}/messages/nope/edit", json={"content": "x"})
+    assert missing.status == 404 and (await missing.json())["error"]["code"] == "message_not_found"
+    not_user = await model_client.post(f"/sessions/{sid}/messages/{reply_id}/edit", json={"content": "x"})
+    assert not_user.status == 422 and (await not_user.json())["error"]["code"] == "not_a_user_message"
+    empty = await model_client.post(f"/sessions/{sid}/messages/{reply_id}/edit", json={"content": " "})
+    assert empty.status == 422
+    other = (await new_session(model_client))["session_id"]
+    foreign = await model_client.post(f"/sessions/{other}/messages/{reply_id}/edit", json={"content": "x"})
+    assert foreign.status == 404  # a message of another session is not found there
