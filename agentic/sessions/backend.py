@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Awaitable, Callable, Iterable, Protocol, Sequence
 
-from agentic.sessions.models import ChatSettings, FileRecord, Message, SessionRecord
+from agentic.sessions.models import ChatSettings, FileRecord, Message, SearchHit, SessionRecord
 
 
 @dataclass
@@ -68,9 +68,16 @@ class Store(Protocol):
         """Remove every session idle since before `idle_before` and return those this call
         removed: with several servers expiring at once, each session is returned to one."""
 
-    async def add_message(self, record: SessionRecord, role: str, content: str, usage: dict[str, Any] | None = None, message_id: str | None = None) -> Message: ...
+    async def add_message(self, record: SessionRecord, role: str, content: str, usage: dict[str, Any] | None = None, message_id: str | None = None,
+                          alternatives: tuple[str, ...] = ()) -> Message: ...
 
     async def messages(self, session_id: str) -> list[Message]: ...
+
+    async def rewrite_after(self, record: SessionRecord, message_id: str, content: str | None = None) -> None:
+        """Drop every message after `message_id` and, with `content`, give that message this text."""
+
+    async def search(self, terms: Sequence[str], session_ids: Sequence[str], limit: int) -> list[SearchHit]:
+        """Titles, file names and messages of `session_ids` holding every term (as a word's start)."""
 
     async def clear_messages(self, record: SessionRecord) -> None: ...
 

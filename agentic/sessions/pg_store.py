@@ -14,15 +14,17 @@ import asyncio
 import contextlib
 import json
 import logging
+import re
 import uuid
 from dataclasses import dataclass
-from typing import Any, AsyncIterator, Awaitable, Callable, Iterable
+from typing import Any, AsyncIterator, Awaitable, Callable, Iterable, Sequence
 
 import asyncpg
 
-from agentic.errors import Invalid
+from agentic.errors import Invalid, NotFound
 from agentic.sessions.backend import StoreStats, pending_migrations
-from agentic.sessions.models import ChatSettings, FileRecord, Message, SessionRecord, now
+from agentic.sessions.models import ChatSettings, FileRecord, Message, SearchHit, SessionRecord, now
+from agentic.sessions.store import MATCH_CLOSE, MATCH_OPEN, _marked
 
 log = logging.getLogger("agentic.sessions.pg")
 
@@ -69,11 +71,16 @@ MIGRATIONS = [
     );
     CREATE TABLE counters (name TEXT PRIMARY KEY, value BIGINT NOT NULL);
     """,
+    # POST /search: words of messages through a GIN index ('simple': lower case, no stemming);
+    # titles and file names are few per session and read as they are.
+    "CREATE INDEX messages_words ON messages USING gin (to_tsvector('simple', content))",
+    "ALTER TABLE messages ADD COLUMN alternatives TEXT",
 ]
 
 SESSION_COLUMNS = "id, client_id, title, created_at, last_activity, system_prompt, settings"
 FILE_COLUMNS = "session_id, name, size, content_type, uploaded_at, extracted_chars, sha256, status, note"
 BAD_TEXT = (asyncpg.CharacterNotInRepertoireError, asyncpg.UntranslatableCharacterError)
+WORD = re.compile(r"\w+")  # a search term as POST /search passes it: safe inside a tsquery
 
 
 def session_from_row(row: Any, message_count: int = 0) -> SessionRecord:
@@ -358,8 +365,9 @@ class PostgresStore:
         return [self._forget(row["id"]) or session_from_row(row) for row in rows]
 
     # -- messages -------------------------------------------------------------
-    async def add_message(self, record: SessionRecord, role: str, content: str, usage: dict[str, Any] | None = None, message_id: str | None = None) -> Message:
-        message = Message(message_id or str(uuid.uuid4()), role, content, now(), usage)
+    async def add_message(self, record: SessionRecord, role: str, content: str, usage: dict[str, Any] | None = None, message_id: str | None = None,
+                          alternatives: tuple[str, ...] = ()) -> Message:
+        message = Message(message_id or str(uuid.uuid4()), role, content, now(), usage, alternatives)
         async with self._change(record.session_id) as conn:
             await self._insert_messages(conn, record.session_id, [message])
             await self._bump_counter(conn, "total_messages", 1)
@@ -370,13 +378,27 @@ class PostgresStore:
     @staticmethod
     async def _insert_messages(conn: asyncpg.Connection, sid: str, messages: list[Message]) -> None:
         await conn.executemany(
-            "INSERT INTO messages(id, session_id, role, content, created_at, usage) VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (id) DO NOTHING",
-            [(m.id, sid, m.role, m.content, m.created_at, None if m.usage is None else json.dumps(m.usage)) for m in messages],
+            "INSERT INTO messages(id, session_id, role, content, created_at, usage, alternatives) VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (id) DO NOTHING",
+            [(m.id, sid, m.role, m.content, m.created_at, None if m.usage is None else json.dumps(m.usage), json.dumps(m.alternatives) if m.alternatives else None)
+             for m in messages],
         )
 
     async def messages(self, session_id: str) -> list[Message]:
-        rows = await self._db().fetch("SELECT id, role, content, created_at, usage FROM messages WHERE session_id = $1 ORDER BY seq", session_id)
-        return [Message(r["id"], r["role"], r["content"], r["created_at"], None if r["usage"] is None else json.loads(r["usage"])) for r in rows]
+        rows = await self._db().fetch("SELECT id, role, content, created_at, usage, alternatives FROM messages WHERE session_id = $1 ORDER BY seq", session_id)
+        return [Message(r["id"], r["role"], r["content"], r["created_at"], None if r["usage"] is None else json.loads(r["usage"]), tuple(json.loads(r["alternatives"] or "[]")))
+                for r in rows]
+
+    async def rewrite_after(self, record: SessionRecord, message_id: str, content: str | None = None) -> None:
+        """Drop every message after `message_id` and, with `content`, give that message this text."""
+        async with self._change(record.session_id) as conn:
+            seq = await conn.fetchval("SELECT seq FROM messages WHERE session_id = $1 AND id = $2", record.session_id, message_id)
+            if seq is None:
+                raise NotFound("message_not_found", "no such message in this session")
+            if content is not None:
+                await conn.execute("UPDATE messages SET content = $1 WHERE seq = $2", content, seq)
+            dropped = await conn.fetchval("WITH gone AS (DELETE FROM messages WHERE session_id = $1 AND seq > $2 RETURNING 1) SELECT count(*) FROM gone",
+                                          record.session_id, seq)
+        record.message_count -= dropped
 
     async def clear_messages(self, record: SessionRecord) -> None:
         async with self._change(record.session_id) as conn:
@@ -402,6 +424,35 @@ class PostgresStore:
         async with self._change(record.session_id) as conn:
             await conn.execute("DELETE FROM files WHERE session_id = $1 AND name = $2", record.session_id, name)
         record.files.pop(name, None)
+
+    # -- search ---------------------------------------------------------------
+    async def search(self, terms: Sequence[str], session_ids: Sequence[str], limit: int) -> list[SearchHit]:
+        """Titles, file names and messages of `session_ids` that hold every one of `terms` (each
+        matched as the start of a word), titles and file names first, then the best messages."""
+        words = [t for t in terms if WORD.fullmatch(t)]
+        if not words or not session_ids:
+            return []
+        query = " & ".join(f"{w}:*" for w in words)
+        marks = f"StartSel={MATCH_OPEN}, StopSel={MATCH_CLOSE}"
+        async with self._db().acquire() as conn:
+            labels = await conn.fetch(
+                "WITH q AS (SELECT to_tsquery('simple', $1) AS q), "
+                "labels AS (SELECT id AS session_id, 'title' AS kind, title AS label FROM sessions WHERE id = ANY($2::text[]) "
+                "UNION ALL SELECT session_id, 'file', name FROM files WHERE session_id = ANY($2::text[])) "
+                "SELECT session_id, kind, ts_headline('simple', label, q.q, $3) AS text FROM labels, q "
+                "WHERE to_tsvector('simple', label) @@ q.q ORDER BY kind DESC, ts_rank(to_tsvector('simple', label), q.q) DESC LIMIT $4",
+                query, list(session_ids), f"{marks}, HighlightAll=true", limit,
+            )
+            messages = await conn.fetch(
+                "WITH q AS (SELECT to_tsquery('simple', $1) AS q) "
+                "SELECT session_id, id, role, ts_headline('simple', content, q.q, $3) AS text FROM messages, q "
+                "WHERE session_id = ANY($2::text[]) AND to_tsvector('simple', content) @@ q.q "
+                "ORDER BY ts_rank(to_tsvector('simple', content), q.q) DESC LIMIT $4",
+                query, list(session_ids), f"{marks}, MaxWords=24, MinWords=8, ShortWord=0, FragmentDelimiter=…, MaxFragments=1", limit - len(labels),
+            )
+        return [SearchHit(r["session_id"], r["kind"], _marked(r["text"])) for r in labels] + [
+            SearchHit(r["session_id"], "message", _marked(r["text"]), r["id"], r["role"]) for r in messages
+        ]
 
     # -- copying in -----------------------------------------------------------
     async def import_session(self, record: SessionRecord, messages: list[Message]) -> bool:

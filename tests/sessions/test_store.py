@@ -266,3 +266,31 @@ async def test_store_copy_command(tmp_path, pg_url):
     assert "copied 0 sessions" in second.stdout and "1 were there already" in second.stdout
     missing = await asyncio.to_thread(run, "--from", f"sqlite:///{tmp_path}/none.sqlite3", "--to", pg_url)
     assert missing.returncode == 2 and "no SQLite database" in missing.stderr
+
+
+async def test_search_finds_words_of_titles_file_names_and_messages(store_url):
+    store = await opened(store_url)
+    a = await store.create(A, None, "", ChatSettings(), "Travel plans")
+    b = await store.create(B, None, "", ChatSettings())
+    await store.add_message(a, "user", "We should visit Lisbon in spring")
+    await store.add_message(b, "user", "Lisbon is lovely")
+    await store.add_file(a, FileRecord("itinerary.txt", 1, "text/plain", 1.0))
+    hits = await store.search(["lisb"], [A], 10)
+    assert [(h.session_id, h.kind) for h in hits] == [(A, "message")]
+    assert [text for text, match in hits[0].parts if match] == ["Lisbon"]
+    assert [h.kind for h in await store.search(["trav"], [A, B], 10)] == ["title"]
+    assert [h.kind for h in await store.search(["itin"], [A], 10)] == ["file"]
+    assert await store.search(["lisbon", "spring"], [B], 10) == []  # every term must occur
+    await store.close()
+
+
+async def test_rewrite_after_drops_later_messages_and_alternatives_are_kept(store_url):
+    store = await opened(store_url)
+    record = await store.create(A, None, "", ChatSettings())
+    first = await store.add_message(record, "user", "one")
+    await store.add_message(record, "assistant", "two", alternatives=("an earlier two",))
+    await store.add_message(record, "user", "three")
+    assert [m.alternatives for m in await store.messages(A)] == [(), ("an earlier two",), ()]
+    await store.rewrite_after(record, first.id, "ONE")
+    assert [m.content for m in await store.messages(A)] == ["ONE"] and record.message_count == 1
+    await store.close()
