@@ -36,9 +36,11 @@ def percentile(values: list[float], q: float) -> float:
     return statistics.quantiles(sorted(values), n=100, method="inclusive")[int(q) - 1]
 
 
-def wait_http(url: str, timeout: float = 180) -> None:
+def wait_http(url: str, timeout: float = 180, proc: subprocess.Popen | None = None) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"the process behind {url} exited with {proc.returncode} before it answered")
         try:
             with urllib.request.urlopen(url, timeout=2) as resp:
                 if resp.status == 200:
@@ -54,7 +56,11 @@ def process(cmd: list[str], health_url: str, env: dict[str, str] | None = None, 
     out = open(log, "ab") if log else subprocess.DEVNULL
     proc = subprocess.Popen(cmd, env={**os.environ, **(env or {})}, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
     try:
-        wait_http(health_url)
+        try:
+            wait_http(health_url, proc=proc)
+        except (TimeoutError, RuntimeError) as exc:
+            tail = "\n".join(Path(log).read_text(errors="replace").splitlines()[-20:]) if log else "(no log kept)"
+            raise RuntimeError(f"{exc}; {' '.join(cmd[:4])} ... log tail:\n{tail}") from exc
         yield proc
     finally:
         os.killpg(proc.pid, signal.SIGTERM)

@@ -27,6 +27,13 @@ class Batch:
         self.n += 1
         return i
 
+    def fill(self, tokens: list[int], sequences: int) -> None:
+        """The same tokens at positions 0.. of sequences 0..sequences-1, logits at each one's last."""
+        self.clear()
+        for seq in range(sequences):
+            for pos, token in enumerate(tokens):
+                self.add(token, pos, seq, pos == len(tokens) - 1)
+
     def decode(self, ctx: Any) -> int:
         self.raw.n_tokens = self.n
         return llama_cpp.llama_decode(ctx, self.raw)

@@ -58,6 +58,7 @@ class Engine:
             self.model = await asyncio.to_thread(LlamaModel, self.settings)
             # A build that cannot run on this CPU fails here, at start, not at a person's first message.
             await asyncio.to_thread(run_self_check, self.model)
+            costs = await asyncio.to_thread(measure_prefill_costs, self.model)
         except Exception as exc:
             self.load_error = str(exc)
             log.error("model failed to load: %s", exc)
@@ -65,7 +66,7 @@ class Engine:
             return
         identity = f"{self.model.path.name}:{self.model.path.stat().st_size}:{self.model.n_ctx_seq}"
         kv = KvStore(self.kv_dir, identity, self.settings.kv_ram_mb * 2**20)
-        policy = PrefillPolicy(await asyncio.to_thread(measure_prefill_costs, self.model), self.settings.parallel)
+        policy = PrefillPolicy(costs, self.settings.parallel)
         self.scheduler = Scheduler(self.model, kv, asyncio.get_running_loop(), self.settings.prefill_chunk, self.settings.parallel, policy)
         # The inference thread comes back from each llama_decode needing the GIL; with the
         # default 5 ms switch interval it can wait that long behind the event loop every step.
@@ -138,6 +139,9 @@ class Engine:
             "prefix_shares": c.prefix_shares,
             "tokens_shared": c.tokens_shared,
             "max_prompts_in_step": c.max_prompts_in_step,
+            "decode_s": round(c.decode_s, 3),
+            "handoff_s": round(c.handoff_s, 3),
+            "busy_s": round(c.busy_s, 3),
             "kv_cells_used": self.scheduler.ledger.used,
             "kv_cells": self.scheduler.ledger.capacity,
             "resident_sessions": len(self.scheduler.resident),

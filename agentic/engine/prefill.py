@@ -12,10 +12,10 @@ from __future__ import annotations
 
 import logging
 import math
-import time
 from dataclasses import dataclass
 
 from agentic.engine.batch import Batch
+from agentic.engine.self_check import checked_decode
 
 log = logging.getLogger("agentic.engine")
 
@@ -96,15 +96,9 @@ def measure_prefill_costs(model, tokens: int = 32, k: int = 4, trials: int = 3) 
 
 
 def _decode_prompts(model, batch: Batch, prompt: list[int], count: int) -> float:
-    batch.clear()
-    for seq in range(count):
-        for pos, token in enumerate(prompt):
-            batch.add(token, pos, seq, pos == len(prompt) - 1)
-    start = time.perf_counter()
-    rc = batch.decode(model.ctx)
-    elapsed = time.perf_counter() - start
-    for seq in range(count):
-        model.seq_truncate(seq, 0)
-    if rc != 0:
-        raise RuntimeError(f"llama_decode failed with {rc} while measuring prefill costs")
-    return elapsed
+    batch.fill(prompt, count)
+    try:
+        return checked_decode(batch, model, f"{count} prompts of {len(prompt)} tokens (measuring prefill costs)")
+    finally:
+        for seq in range(count):
+            model.seq_truncate(seq, 0)

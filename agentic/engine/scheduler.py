@@ -63,6 +63,11 @@ class EngineCounters:
     prefix_shares: int = 0
     tokens_shared: int = 0
     max_prompts_in_step: int = 0
+    # Where the inference thread's time goes while turns run (the profile behind the benchmark):
+    # inside llama_decode, waiting for the event loop to take a step's events, and in all.
+    decode_s: float = 0.0
+    handoff_s: float = 0.0
+    busy_s: float = 0.0
 
 
 class Scheduler:
@@ -131,9 +136,12 @@ class Scheduler:
                 self._take_commands(block=not self.active and (not self.waiting or self._stalled))
                 self._admit_waiting()
                 self._park_idle()
+                started = time.perf_counter()
                 if self.active:
                     self._step()
                 self._flush_outbox()
+                if self.active or self.waiting:
+                    self.counters.busy_s += time.perf_counter() - started
         except Exception as exc:
             log.exception("inference thread crashed")
             self._fail_everything(f"the inference thread stopped: {exc}")
@@ -175,7 +183,9 @@ class Scheduler:
             events, self._outbox = self._outbox, []
             delivered = threading.Event()
             self.loop.call_soon_threadsafe(_deliver, events, delivered)
+            waited = time.perf_counter()
             delivered.wait(self.handoff_wait_s)
+            self.counters.handoff_s += time.perf_counter() - waited
 
     # -- admission -------------------------------------------------------------
     def _admit_waiting(self) -> None:
@@ -337,7 +347,9 @@ class Scheduler:
         if batch.n == 0:
             self._reap_cancelled()
             return
+        decoding = time.perf_counter()
         rc = batch.decode(self.model.ctx)
+        self.counters.decode_s += time.perf_counter() - decoding
         self._count_step(len(sequences), len(prompts))
         if rc != 0:
             self._decode_failed(rc, [t for t in self.active if t.slot.seq in sequences])

@@ -30,15 +30,13 @@ def run_self_check(model) -> None:
     started = time.perf_counter()
     batch = Batch(model.n_batch, model.n_seq)
     try:
-        for seq in range(sequences):
-            for pos in range(per_sequence):
-                batch.add(token, pos, seq, pos == per_sequence - 1)
-        _decode(batch, model, f"a batch of {batch.n} prompt tokens over {sequences} sequences")
+        batch.fill([token] * per_sequence, sequences)
+        checked_decode(batch, model, f"a batch of {batch.n} prompt tokens over {sequences} sequences")
         for step in range(DECODE_STEPS):
             batch.clear()
             for seq in range(sequences):
                 batch.add(token, per_sequence + step, seq, True)
-            _decode(batch, model, f"decode step {step + 1} of {sequences} sequences")
+            checked_decode(batch, model, f"decode step {step + 1} of {sequences} sequences")
     finally:
         batch.free()
         for seq in range(sequences):
@@ -47,7 +45,10 @@ def run_self_check(model) -> None:
              per_sequence * sequences, sequences, DECODE_STEPS, (time.perf_counter() - started) * 1000)
 
 
-def _decode(batch: Batch, model, what: str) -> None:
+def checked_decode(batch: Batch, model, what: str) -> float:
+    """Decode the batch; the seconds it took, or SelfCheckFailed saying what failed."""
+    start = time.perf_counter()
     rc = batch.decode(model.ctx)
     if rc != 0:
         raise SelfCheckFailed(f"llama.cpp self-check failed: llama_decode returned {rc} for {what}")
+    return time.perf_counter() - start

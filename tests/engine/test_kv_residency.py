@@ -73,6 +73,22 @@ async def test_parked_sessions_are_restored_from_ram_and_from_disk(aiohttp_clien
             previous = later
 
 
+async def test_a_restored_session_continues_with_the_tokens_of_one_never_evicted(aiohttp_client, tmp_path):
+    """Greedy, turn by turn: one server keeps the session in its cache, another parks it to disk
+    after every turn (out of RAM too) and restores it. Alone in their caches, the state lands in
+    the cells it had, so every reply is token for token the same."""
+    kept = await started_app(aiohttp_client, tmp_path / "kept", park_after_s=1e9)
+    evicted = await started_app(aiohttp_client, tmp_path / "evicted", park_after_s=0, engine_kv_ram_mb=0)
+    sessions = [(c, (await new_session(c, settings=GREEDY))["session_id"]) for c in (kept, evicted)]
+    for turn, content in enumerate(("Tell me about tides.", "Why are spring tides higher?", "And neap tides?")):
+        if turn:
+            await parked(evicted, sessions[1][1])
+        replies = [await reply(c, sid, content, max_tokens=24) for c, sid in sessions]
+        assert replies[1]["usage"]["restored_state"] is bool(turn)
+        assert replies[1]["usage"]["cached_tokens"] == replies[0]["usage"]["cached_tokens"]
+        assert replies[1]["message"]["content"] == replies[0]["message"]["content"]
+
+
 def test_a_restored_state_gives_the_logits_of_one_never_evicted(tmp_path):
     """The state taken to RAM, written to disk, read back and loaded into another sequence of a
     cache holding other cells: fed the same tokens, the model's logits match the never-evicted
