@@ -107,7 +107,7 @@ async def services_ctx(app: web.Application) -> AsyncIterator[None]:
     uploads = UploadService(settings.uploads, manager, settings.uploads_dir, settings.extracted_dir)
     await uploads.start()
     app[keys.metrics_key].watch(manager, chat)
-    chat.context_provider = uploads.context_for
+    chat.file_context = uploads.file_context
     uploads.on_change = lambda record: _broadcast_files(chat, record)
     manager.on_removed(chat.session_removed)
     manager.on_removed(engine.drop_session)

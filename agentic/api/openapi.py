@@ -66,7 +66,9 @@ SCHEMAS: dict[str, Any] = {
         "prefill_tokens": INT,
         "shared_tokens": {"type": "integer", "description": "prompt tokens taken from another session's cache (a shared system prompt) instead of computed"}, "ttft_ms": NUM,
         "tokens_per_s": NUM, "finish_reason": {"enum": ["stop", "length", "cancelled", "error"]},
-        "trimmed_messages": INT, "restored_state": BOOL, "files": {"type": "array", "items": {"type": "object"}}}},
+        "trimmed_messages": INT, "restored_state": BOOL,
+        "files": {"type": "array", "items": {"type": "object"}, "description": "the uploaded files' parts the prompt held: [{name, passages: \"all\" or [index]}]"},
+        "files_added": {"type": "array", "items": {"type": "object"}, "description": "those of them that came with this turn's question (after the history)"}}},
     "Stats": {"type": "object", "properties": {
         "active_sessions": INT, "total_created": INT, "expired": INT, "connected_websockets": INT,
         "total_messages": INT, "uploads_bytes": INT, "by_client": {"type": "object", "additionalProperties": INT}}},

@@ -15,11 +15,12 @@ from agentic.errors import Busy, Conflict, Invalid, NotFound, TooLarge, Unavaila
 from agentic.engine.types import Done, EngineBusy, EngineNotReady, Failed, Queued, Sampling, Token, TurnEvent, TurnRequest
 from agentic.sessions.lifecycle import SessionManager
 from agentic.sessions.models import Message, SessionRecord
+from agentic.uploads.passages import FileContext, Passage, render, sources_json
 
 log = logging.getLogger("agentic.chat")
 
-# (session, question) -> (text to add to the system prompt, the files/passages used)
-ContextProvider = Callable[[SessionRecord, str], Awaitable[tuple[str, list[dict[str, Any]]]]]
+# The text of a session's files, for its prompts (None: it has none).
+FileContextProvider = Callable[[SessionRecord], Awaitable[FileContext | None]]
 # Called with each finished turn's usage (metrics count tokens and turns from it).
 UsageListener = Callable[[dict[str, Any]], None]
 T = TypeVar("T")
@@ -49,6 +50,25 @@ def _side_state(session_id: str) -> str:
     return f"{session_id}-side"
 
 
+def _attach_files(files: FileContext, stored: list[Message], history: list[dict[str, str]]) -> tuple[list[Passage], list[Passage]]:
+    """Give each earlier question the file parts it brought (its reply's usage.files_added)
+    and the newest the parts it needs that the conversation lacks: (all parts, those added)."""
+    given: list[Passage] = []
+    for question, reply, entry in zip(stored, stored[1:], history):
+        if question.role == "user" and reply.role == "assistant" and reply.usage:
+            parts = files.recall(reply.usage.get("files_added"))
+            entry["content"] = _with_files(parts, entry["content"])
+            given += parts
+    added = files.choose(history[-1]["content"], [p.ref for p in given])
+    history[-1]["content"] = _with_files(added, history[-1]["content"])
+    return given + added, added
+
+
+def _with_files(parts: list[Passage], question: str) -> str:
+    text = render(parts)
+    return f"{text}\n\n{question}" if text else question
+
+
 @dataclass
 class SessionHub:
     subscribers: set[Subscriber] = field(default_factory=set)
@@ -61,7 +81,7 @@ class ChatService:
         self.sessions = sessions
         self.engine = engine
         self.max_message_chars = max_message_chars
-        self.context_provider: ContextProvider | None = None
+        self.file_context: FileContextProvider | None = None
         self._usage_listeners: list[UsageListener] = []
         self._hubs: dict[str, SessionHub] = {}  # by channel: a session's id, or a side turn's own
         self._pending_writes: set[asyncio.Task] = set()
@@ -291,14 +311,16 @@ class ChatService:
         self._send(turn, {"type": "history", "messages": [m.to_json() for m in messages]})
 
     async def _conversation(self, record: SessionRecord, turn: Turn) -> list[dict[str, str]]:
-        history = [{"role": m.role, "content": m.content} for m in await self.sessions.messages(record.session_id)]
-        system = record.system_prompt
-        question = next((m["content"] for m in reversed(history) if m["role"] == "user"), "")
-        if self.context_provider is not None and record.files:
-            extra, turn.file_sources = await self.context_provider(record, question)
-            if extra:
-                system = f"{system}\n\n{extra}".strip()
-        return ([{"role": "system", "content": system}] if system else []) + history
+        """The prompt's messages: the system prompt, then the stored conversation with the file
+        parts each question had, the newest with those it adds (after the history, so the
+        previous turn's prompt stays a cached prefix of this one)."""
+        stored = await self.sessions.messages(record.session_id)
+        history = [{"role": m.role, "content": m.content} for m in stored]
+        files = await self.file_context(record) if self.file_context is not None and record.files else None
+        if files is not None and history and history[-1]["role"] == "user":
+            parts, added = await asyncio.to_thread(_attach_files, files, stored, history)
+            turn.file_sources, turn.files_added = sources_json(parts), sources_json(added)
+        return ([{"role": "system", "content": record.system_prompt}] if record.system_prompt else []) + history
 
     def _send(self, turn: Turn, body: dict[str, Any]) -> None:
         self.broadcast(turn.channel, turn.frame(body))
@@ -353,6 +375,8 @@ class ChatService:
             usage["finish_reason"] = "stop"
         if turn.file_sources:
             usage["files"] = turn.file_sources
+        if turn.files_added:
+            usage["files_added"] = turn.files_added
         for listener in self._usage_listeners:
             listener(usage)
         record = self.sessions.find(turn.session_id)

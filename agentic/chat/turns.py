@@ -25,7 +25,8 @@ class Turn:
         self.stops = StopMatcher(stops)
         self.finished = asyncio.get_running_loop().create_future()
         self.request: TurnRequest | None = None
-        self.file_sources: list[dict[str, Any]] = []
+        self.file_sources: list[dict[str, Any]] = []  # the file parts the prompt holds (usage.files)
+        self.files_added: list[dict[str, Any]] = []  # those that came with this turn's question (usage.files_added)
         # A regenerated reply: the one it replaces (put back if this one ends with nothing) and the replies before it.
         self.replaced: Message | None = None
         self.alternatives: tuple[str, ...] = ()

@@ -23,7 +23,7 @@ from agentic.sessions.lifecycle import SessionManager
 from agentic.sessions.models import FileRecord, SessionRecord, now
 from agentic.uploads.folders import UploadFolders
 from agentic.uploads.names import inside, sanitize_filename, unique_name
-from agentic.uploads.passages import best_passages
+from agentic.uploads.passages import FileContext, render, sources_json
 from agentic.uploads.types import FileKind, classify
 from agentic.uploads.workers import ExtractionFailed, ExtractionRefused, Extractor
 
@@ -190,31 +190,21 @@ class UploadService:
             await self.on_change(record)
 
     # -- the assistant's view -----------------------------------------------------------------
-    async def context_for(self, record: SessionRecord, question: str) -> tuple[str, list[dict[str, Any]]]:
-        """Text of the session's files for the prompt, within budget, and which parts were used."""
+    async def file_context(self, record: SessionRecord) -> FileContext | None:
+        """The text of the session's readable files, for prompts; None when there is none."""
         texts = {f.name: await self._read_text(record.session_id, f) for f in record.files.values() if f.extracted_chars}
         texts = {name: text for name, text in texts.items() if text.strip()}
-        if not texts:
+        return FileContext(texts, self.settings.context_chars) if texts else None
+
+    async def context_for(self, record: SessionRecord, question: str) -> tuple[str, list[dict[str, Any]]]:
+        """The files' text that a first question gets, within budget, and which parts it is."""
+        files = await self.file_context(record)
+        if files is None:
             return "", []
-        budget = self.settings.context_chars
-        if sum(len(t) for t in texts.values()) <= budget:
-            sections = [f"--- file: {name} ---\n{text}" for name, text in texts.items()]
-            sources = [{"name": name, "passages": "all"} for name in texts]
-        else:
-            passages = await asyncio.to_thread(best_passages, texts, question, budget)
-            sections = [f"--- file: {p.file} (passage {p.index}) ---\n{p.text}" for p in passages]
-            sources = _group_sources(passages)
-        intro = "The user shared these files. Answer from them when the question is about them."
-        return intro + "\n\n" + "\n\n".join(sections), sources
+        passages = await asyncio.to_thread(files.choose, question)
+        return render(passages), sources_json(passages)
 
 
 def _log_extraction(file: FileRecord, seconds: float, peak_rss_bytes: int, result: str) -> None:
     log.info("text extraction of %s: %s (%.2f s, worker peak RSS %d MiB)", file.name, result, seconds, peak_rss_bytes // 2**20,
              extra={"worker_peak_rss_bytes": peak_rss_bytes, "extract_seconds": seconds})
-
-
-def _group_sources(passages: list) -> list[dict[str, Any]]:
-    grouped: dict[str, list[int]] = {}
-    for p in passages:
-        grouped.setdefault(p.file, []).append(p.index)
-    return [{"name": name, "passages": indexes} for name, indexes in grouped.items()]
