@@ -3,9 +3,10 @@
 #
 #   ./deploy.sh main                 set up and start the main server on :8000
 #   ./deploy.sh client N             start client N: page on 8500+N, proxy on 8000+N
-#   ./deploy.sh stop [main|client N|all]
+#   ./deploy.sh cluster N            PostgreSQL, N main servers on 8100.. and HAProxy on :8000 (native)
+#   ./deploy.sh stop [main|client N|cluster|all]
 #   ./deploy.sh status               what runs, its ports and health
-#   ./deploy.sh logs main|client N   follow a log (--no-follow prints the tail)
+#   ./deploy.sh logs main|client N|main-I|haproxy|postgres   follow a log (--no-follow prints the tail)
 #   ./deploy.sh test [pytest args]   install dev extras and run the whole test suite
 #   ./deploy.sh setup                only create .venv and install
 #   ./deploy.sh engine               the container engine found: docker or podman, and its compose
@@ -407,6 +408,148 @@ docker_status() {
     "$ENGINE" ps --format "table {{.Names}}\t{{.Status}}\t{{.Ports}}" --filter name=agentic
 }
 
+# -- cluster: one PostgreSQL, N main servers, HAProxy in front (native) ---------------------------
+PG_PORT="${PG_PORT:-5544}"
+CLUSTER_BASE_PORT="${CLUSTER_BASE_PORT:-8100}"
+PG_DIR="$DATA_DIR/postgres"  # the database cluster, its unix socket and its password file
+
+pg_bin() {  # Debian keeps PostgreSQL's programs out of PATH, under /usr/lib/postgresql/<version>/bin
+    command -v "$1" 2>/dev/null || ls -d /usr/lib/postgresql/*/bin/"$1" 2>/dev/null | sort -V | tail -n 1
+}
+
+pg_tool() {  # program args...: initdb refuses root, so root runs them as the postgres user
+    local bin; bin="$(pg_bin "$1")"
+    [[ -n "$bin" ]] || die "PostgreSQL's $1 is not installed (apt-get install postgresql)"
+    shift
+    if [[ $(id -u) -eq 0 ]]; then runuser -u postgres -- "$bin" "$@"; else "$bin" "$@"; fi
+}
+
+apt_install() {  # purpose package...: Debian's packages where this is root with apt, as ensure_chromium does
+    local purpose="$1"; shift
+    command -v apt-get >/dev/null 2>&1 && [[ $(id -u) -eq 0 ]] || return 1
+    say "Installing Debian's $* $purpose"
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >/dev/null
+}
+
+ensure_cluster_tools() {  # "die" for the cluster command, else the tests that need them skip
+    local missing=()
+    [[ -n "$(pg_bin initdb)" ]] || missing+=(postgresql)
+    command -v haproxy >/dev/null 2>&1 || missing+=(haproxy)
+    (( ${#missing[@]} )) || return 0
+    apt_install "for the cluster" "${missing[@]}" && return 0
+    [[ "${1:-}" == die ]] && die "${missing[*]} not installed and cannot be installed here"
+    say "${missing[*]} could not be installed: the PostgreSQL and cluster tests will be skipped"
+}
+
+pg_data() { echo "$PG_DIR/data"; }
+
+cluster_database_url() { echo "postgresql://agentic:$(cat "$PG_DIR/password")@127.0.0.1:$PG_PORT/agentic"; }
+
+pg_start() {
+    mkdir -p "$PG_DIR" "$LOG_DIR"
+    if [[ $(id -u) -eq 0 ]]; then
+        chown postgres: "$PG_DIR"
+        runuser -u postgres -- test -w "$PG_DIR" \
+            || die "the postgres user cannot reach $PG_DIR: put DATA_DIR where every user may pass (chmod o+x on its parents)"
+        touch "$LOG_DIR/postgres.log" && chown postgres: "$LOG_DIR/postgres.log"
+    fi
+    if [[ ! -f "$(pg_data)/PG_VERSION" ]]; then
+        say "Creating the PostgreSQL cluster in $(pg_data)"
+        pg_tool initdb -D "$(pg_data)" -U postgres -E UTF8 --auth-local=peer --auth-host=scram-sha-256 >/dev/null
+    fi
+    if ! pg_tool pg_ctl -D "$(pg_data)" status >/dev/null 2>&1; then
+        port_busy 127.0.0.1 "$PG_PORT" && die "port $PG_PORT is in use by another program; choose another with PG_PORT"
+        pg_tool pg_ctl -D "$(pg_data)" -l "$LOG_DIR/postgres.log" -w -t 60 \
+            -o "-p $PG_PORT -k $PG_DIR -c listen_addresses=127.0.0.1" start >/dev/null || die "PostgreSQL did not start; log: $LOG_DIR/postgres.log"
+    fi
+    # The servers sign in as `agentic` with a password kept beside the cluster (readable by this user only).
+    [[ -s "$PG_DIR/password" ]] || (umask 077 && "$PY" -c 'import secrets; print(secrets.token_hex(24))' > "$PG_DIR/password.new" && mv "$PG_DIR/password.new" "$PG_DIR/password")
+    [[ $(id -u) -eq 0 ]] && chown root: "$PG_DIR/password"
+    pg_tool psql -h "$PG_DIR" -p "$PG_PORT" -U postgres -d postgres -qtA -v ON_ERROR_STOP=1 -v pw="$(cat "$PG_DIR/password")" >/dev/null <<'SQL' || die "could not prepare the agentic database; log: $LOG_DIR/postgres.log"
+SELECT 'CREATE ROLE agentic LOGIN' WHERE NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'agentic') \gexec
+ALTER ROLE agentic PASSWORD :'pw';
+SELECT 'CREATE DATABASE agentic OWNER agentic' WHERE NOT EXISTS (SELECT 1 FROM pg_database WHERE datname = 'agentic') \gexec
+SQL
+}
+
+pg_running() { [[ -f "$(pg_data)/PG_VERSION" ]] && pg_tool pg_ctl -D "$(pg_data)" status >/dev/null 2>&1; }
+
+pg_stop() {
+    if pg_running; then pg_tool pg_ctl -D "$(pg_data)" -m fast -w stop >/dev/null; say "postgres stopped."
+    else say "postgres is not running."; fi
+}
+
+# containers/haproxy.cluster.cfg (what it does is said there) with this host's bind and N servers.
+haproxy_config() {  # N
+    sed -e "s|^    bind .*|    bind ${HOST}:${MAIN_PORT}|" -e '/^    server /d' "$ROOT/containers/haproxy.cluster.cfg"
+    local i
+    for (( i = 1; i <= $1; i++ )); do
+        echo "    server main-$i 127.0.0.1:$((CLUSTER_BASE_PORT + i - 1)) check"
+    done
+}
+
+cluster_size() { cat "$RUN_DIR/cluster" 2>/dev/null || echo 0; }
+
+cmd_cluster() {
+    [[ "${1:-}" =~ ^[0-9]+$ ]] && (( $1 >= 1 && $1 <= 32 )) || die "cluster needs a number of main servers: ./deploy.sh cluster N (1 to 32)"
+    local n=$((10#$1)) i name port
+    [[ "$MODE" == docker ]] && die "cluster runs natively; with containers use containers/docker-compose.cluster.yml"
+    ensure_venv
+    ensure_cluster_tools die
+    mkdir -p "$RUN_DIR" "$LOG_DIR"
+    pg_start
+    DATABASE_URL="$(cluster_database_url)"
+    export DATABASE_URL
+    for (( i = n + 1; i <= $(cluster_size); i++ )); do stop_process "main-$i"; done
+    for (( i = 1; i <= n; i++ )); do
+        name="main-$i" port=$((CLUSTER_BASE_PORT + i - 1))
+        export SERVER_ID="$name"
+        start_process "$name" "http://127.0.0.1:$port/health" "$port" -- \
+            "$PY" -m agentic serve --host 127.0.0.1 --port "$port" --data-dir "$DATA_DIR"
+    done
+    echo "$n" > "$RUN_DIR/cluster"
+    haproxy_config "$n" > "$RUN_DIR/haproxy.cfg.new"
+    haproxy -c -q -f "$RUN_DIR/haproxy.cfg.new" || die "haproxy refused $RUN_DIR/haproxy.cfg.new"
+    if running_pid haproxy >/dev/null && cmp -s "$RUN_DIR/haproxy.cfg.new" "$RUN_DIR/haproxy.cfg"; then
+        rm "$RUN_DIR/haproxy.cfg.new"  # unchanged: its health checks see a restarted server come back
+    else
+        mv "$RUN_DIR/haproxy.cfg.new" "$RUN_DIR/haproxy.cfg"
+        running_pid haproxy >/dev/null && stop_process haproxy >/dev/null
+        start_process haproxy "http://127.0.0.1:$MAIN_PORT/health" "$MAIN_PORT" -- haproxy -db -f "$RUN_DIR/haproxy.cfg"
+    fi
+    say "Cluster running: HAProxy on http://localhost:$MAIN_PORT in front of $n main servers (ports $CLUSTER_BASE_PORT..$((CLUSTER_BASE_PORT + n - 1)))"
+    say "  PostgreSQL: 127.0.0.1:$PG_PORT, data in $(pg_data); uploads shared in $DATA_DIR/uploads"
+    say "  Logs: ./deploy.sh logs haproxy | main-1 .. main-$n | postgres"
+}
+
+cluster_stop() {
+    stop_process haproxy
+    local f
+    for f in "$RUN_DIR"/main-*.pid; do [[ -e "$f" ]] && stop_process "$(basename "$f" .pid)"; done
+    rm -f "$RUN_DIR/cluster"
+    pg_stop
+}
+
+cluster_status() {  # the rows of `status` for a cluster
+    local n i name port pid
+    n="$(cluster_size)"
+    (( n > 0 )) || [[ -f "$RUN_DIR/haproxy.pid" ]] || return 0
+    for (( i = 1; i <= n; i++ )); do
+        name="main-$i" port=$((CLUSTER_BASE_PORT + i - 1))
+        if pid="$(running_pid "$name")"; then
+            printf '%-10s %-8s %-22s %s\n' "$name" "$pid" "$port" "$(health_of "http://127.0.0.1:$port/health")"
+        else
+            printf '%-10s %-8s %-22s %s\n' "$name" - "$port" "$(process_state "$name")"
+        fi
+    done
+    if pid="$(running_pid haproxy)"; then
+        printf '%-10s %-8s %-22s %s\n' haproxy "$pid" "$MAIN_PORT" "$(health_of "http://127.0.0.1:$MAIN_PORT/health")"
+    else
+        printf '%-10s %-8s %-22s %s\n' haproxy - "$MAIN_PORT" "$(process_state haproxy)"
+    fi
+    printf '%-10s %-8s %-22s %s\n' postgres "$(head -n 1 "$(pg_data)/postmaster.pid" 2>/dev/null || echo -)" "$PG_PORT" "$(pg_running && echo running || echo stopped)"
+}
+
 # -- commands --------------------------------------------------------------------------------------
 cmd_main() {
     if use_docker; then
@@ -448,11 +591,13 @@ cmd_stop() {
         main) if use_docker; then docker_down main; else stop_process main; fi ;;
         client) local n; n="$(validate_client "${2:-}")"
                 if use_docker; then docker_down "client-$n"; else stop_process "client-$n"; fi ;;
-        all) if use_docker; then docker_stop_all; return; fi
+        cluster) cluster_stop ;;
+        all) if (( $(cluster_size) > 0 )) || [[ -f "$RUN_DIR/haproxy.pid" ]] || pg_running; then cluster_stop; fi
+             if use_docker; then docker_stop_all; return; fi
              mkdir -p "$RUN_DIR"
              for f in "$RUN_DIR"/client-*.pid; do [[ -e "$f" ]] && stop_process "$(basename "$f" .pid)"; done
              stop_process main ;;
-        *) die "stop what? main, client N or all" ;;
+        *) die "stop what? main, client N, cluster or all" ;;
     esac
 }
 
@@ -491,14 +636,18 @@ process_state() {  # name: "exited (...)" or "stopped"
 }
 
 cmd_status() {
-    if use_docker; then docker_status; return; fi
+    if use_docker; then
+        docker_status
+        (( $(cluster_size) > 0 )) && printf '%-10s %-8s %-22s %s\n' NAME PID PORTS HEALTH && cluster_status
+        return 0
+    fi
     [[ -x "$PY" ]] || { say "Nothing installed yet: run ./deploy.sh main"; return; }
     mkdir -p "$RUN_DIR"
     printf '%-10s %-8s %-22s %s\n' NAME PID PORTS HEALTH
     local pid
     if pid="$(running_pid main)"; then
         printf '%-10s %-8s %-22s %s\n' main "$pid" "$MAIN_PORT" "$(health_of "http://127.0.0.1:$MAIN_PORT/health")"
-    else
+    elif (( $(cluster_size) == 0 )); then  # a cluster's balancer holds the main port
         printf '%-10s %-8s %-22s %s\n' main - "$MAIN_PORT" "$(process_state main)"
     fi
     local names=() name n
@@ -513,7 +662,8 @@ cmd_status() {
             printf '%-10s %-8s %-22s %s\n' "$name" - "$((8500 + n)) page, $((8000 + n)) proxy" "$(process_state "$name")"
         fi
     done
-    for name in main "${names[@]+"${names[@]}"}"; do
+    cluster_status
+    for name in main "${names[@]+"${names[@]}"}" $(for (( i = 1; i <= $(cluster_size); i++ )); do echo "main-$i"; done) haproxy; do
         [[ -f "$(exit_file "$name")" ]] && describe_exit "$name"
     done
     return 0
@@ -524,9 +674,10 @@ cmd_logs() {
     case "${1:-}" in
         main) name=main ;;
         client) name="client-$(validate_client "${2:-}")" ;;
-        *) die "logs of what? main or client N" ;;
+        main-[0-9]*|haproxy|postgres) name="$1" ;;  # the cluster runs natively
+        *) die "logs of what? main, client N, main-I, haproxy or postgres" ;;
     esac
-    if use_docker; then
+    if [[ "$name" == main || "$name" == client-* ]] && use_docker; then
         local follow=(-f)
         [[ " $* " == *" --no-follow "* || ! -t 1 ]] && follow=(--tail 100)
         "$ENGINE" logs "${follow[@]}" "$(container_name "$name")"
@@ -541,6 +692,7 @@ cmd_test() {
     ensure_venv dev
     ensure_chromium
     ensure_podman
+    ensure_cluster_tools
     "$PY" -m pytest "$@"
 }
 
@@ -557,6 +709,7 @@ set -- "${ARGS[@]+"${ARGS[@]}"}"
 case "${1:-help}" in
     main) cmd_main ;;
     client) shift; cmd_client "$@" ;;
+    cluster) shift; cmd_cluster "$@" ;;
     stop) shift; cmd_stop "$@" ;;
     status) cmd_status ;;
     logs) shift; cmd_logs "$@" ;;

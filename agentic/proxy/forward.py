@@ -230,9 +230,21 @@ async def _relay(browser: web.WebSocketResponse, upstream: aiohttp.ClientWebSock
         for task in (to_backend, to_browser):
             task.cancel()
         await asyncio.gather(to_backend, to_browser, return_exceptions=True)
+        if upstream.close_code in (None, aiohttp.WSCloseCode.ABNORMAL_CLOSURE) and not browser.closed:
+            # The main server died (or its balancer dropped it): a reply being generated ends
+            # here, and the page learns so; behind a balancer, another server takes the session.
+            await _send_quietly(browser, {"type": "error", "code": "backend_unreachable",
+                                          "message": "the main server went away; reconnect and send the message again"})
         code = upstream.close_code or browser.close_code or aiohttp.WSCloseCode.GOING_AWAY
         await upstream.close(code=browser.close_code or aiohttp.WSCloseCode.GOING_AWAY)
         await browser.close(code=code)
+
+
+async def _send_quietly(browser: web.WebSocketResponse, frame: dict[str, Any]) -> None:
+    try:
+        await browser.send_json(frame)
+    except ConnectionError:
+        pass
 
 
 async def _pipe(source: Any, sink: Any) -> None:
