@@ -78,6 +78,17 @@ def proxy(n: int) -> str:
     return f"http://127.0.0.1:{8000 + n}"
 
 
+async def session_with_file(http: aiohttp.ClientSession, d: Deployment) -> str:
+    """A new session (created wherever HAProxy sends it) holding one uploaded file."""
+    async with http.post(f"{d.url}/sessions") as resp:
+        sid = (await resp.json())["session_id"]
+    form = aiohttp.FormData()
+    form.add_field("file", b"notes", filename="n.txt")
+    async with http.post(f"{d.url}/sessions/{sid}/files", data=form, headers={"x-session-id": sid}) as resp:
+        assert resp.status == 201, await resp.text()
+    return sid
+
+
 @pytest.mark.parametrize("check", CHECKS, ids=[c.__name__ for c in CHECKS])
 async def test_isolation_through_the_balancer(cluster, check):
     await check(Deployed(cluster.url, CLIENTS))
@@ -95,8 +106,7 @@ async def test_all_of_a_sessions_calls_reach_one_server(cluster):
     sids = []
     async with aiohttp.ClientSession() as http:
         for _ in range(6):
-            async with http.post(f"{cluster.url}/sessions") as resp:
-                sid = (await resp.json())["session_id"]
+            sid = await session_with_file(http, cluster)
             sids.append(sid)
             headers = {"x-session-id": sid}
             for _ in range(2):
@@ -106,29 +116,17 @@ async def test_all_of_a_sessions_calls_reach_one_server(cluster):
                     assert (await resp.json())["session_id"] == sid
                 async with http.ws_connect(f"{cluster.url}/ws?session_id={sid}") as ws:  # the id in the query
                     assert (await ws.receive_json(timeout=30))["type"] == "session"
-            form = aiohttp.FormData()
-            form.add_field("file", b"notes", filename="n.txt")
-            async with http.post(f"{cluster.url}/sessions/{sid}/files", data=form, headers=headers) as resp:
-                assert resp.status == 201, await resp.text()
     await asyncio.sleep(1)  # HAProxy logs a WebSocket when it closes
     served = servers_of(cluster)
     for sid in sids:
         assert len(served[sid]) == 1, f"session {sid} was served by {served[sid]}"
-    creations = [server for server, key, method, path in requests_by_server(cluster) if method == "POST" and path == "/sessions"]
+    creations = [server for server, _, method, path in requests_by_server(cluster) if method == "POST" and path == "/sessions"]
     assert set(creations[-6:]) == set(SERVERS)  # without a session to follow, requests go round robin
 
 
 async def test_expiry_runs_everywhere_and_removes_each_session_once(cluster):
-    sids = []
     async with aiohttp.ClientSession() as http:
-        for _ in range(4):
-            async with http.post(f"{cluster.url}/sessions") as resp:
-                sid = (await resp.json())["session_id"]
-            form = aiohttp.FormData()
-            form.add_field("file", b"to expire", filename="x.txt")
-            async with http.post(f"{cluster.url}/sessions/{sid}/files", data=form, headers={"x-session-id": sid}) as resp:
-                assert resp.status == 201
-            sids.append(sid)
+        sids = [await session_with_file(http, cluster) for _ in range(4)]
     folders = [cluster.data_dir / "uploads" / f"session_{sid}" for sid in sids]
     assert all(f.is_dir() for f in folders)
     logs = [cluster.data_dir / "logs" / f"{server}.log" for server in SERVERS]
