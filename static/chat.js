@@ -255,8 +255,9 @@
     const id = state.session.session_id;
     const data = await api("GET", "/sessions/" + id + "/messages").catch(() => null);
     if (!data || state.generating || pendingUser || !state.session || state.session.session_id !== id) return;
+    const same = data.messages.length === state.messages.length && data.messages.every((m, i) => m.id === state.messages[i].id);
     state.messages = data.messages;
-    renderMessages();
+    if (!same) renderMessages();  // a rendering of the same messages would only lose what the reader opened
   }
 
   function onError(frame) {

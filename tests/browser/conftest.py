@@ -55,7 +55,7 @@ class Seeded:
     reply_id: str
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")  # stopped once the browser tests are done, not at the end of the whole run
 def seeded_and_deployed(tmp_path_factory) -> tuple[Deployment, Seeded]:
     data_dir = tmp_path_factory.mktemp("browser") / "data"
     seeded = asyncio.run(_seed(make_settings(data_dir).db_path))
@@ -147,7 +147,8 @@ async def wait_idle(page, timeout: float = 90_000) -> None:
 async def wait_reply(page, count: int, timeout: float = 90_000) -> None:
     """Until the conversation holds `count` finished replies with their stored ids."""
     await page.wait_for_function(
-        f"!window.agenticChat.state.generating && document.querySelectorAll('.message.assistant:not(.streaming) .message-tools').length === {count}",
+        "!window.agenticChat.state.generating && window.agenticChat.state.messages.every((m) => m.id !== 'local') && "
+        f"document.querySelectorAll('.message.assistant:not(.streaming) .message-tools').length === {count}",
         timeout=timeout)
 
 
