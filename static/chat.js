@@ -707,8 +707,14 @@
     if (event) event.preventDefault();
     const q = $("search-input").value.trim();
     const round = ++searchRound;
-    if (!q) { $("search-results").replaceChildren(); $("search-status").textContent = ""; return; }
-    const data = await api("POST", "/search", { q, session_ids: knownSessions().map((s) => s.id) });
+    if (!/[\p{L}\p{N}_]/u.test(q)) { $("search-results").replaceChildren(); $("search-status").textContent = ""; return; }  // no word yet
+    let data;
+    try {
+      data = await api("POST", "/search", { q, session_ids: knownSessions().map((s) => s.id) });
+    } catch (err) {
+      if (round === searchRound) $("search-status").textContent = "Search failed: " + err.message;
+      return;
+    }
     if (round !== searchRound) return;
     const list = $("search-results");
     list.replaceChildren();

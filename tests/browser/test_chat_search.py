@@ -19,12 +19,17 @@ async def test_search_finds_an_older_session_of_this_browser_only(deployed, seed
     await send(page, "Remember the code word QUOKKA please.")
     await wait_idle(page)
     await new_chat(page)
+    asked: list[str] = []
+    page.on("request", lambda r: asked.append(r.post_data or "") if r.url.endswith("/search") else None)
+    await page.get_by_label("Search chats").fill("?!")
+    await page.get_by_label("Search chats").press("Enter")  # no word yet: nothing is asked
     await page.get_by_label("Search chats").fill("quok")
     results = page.locator("#search-results li")
     await results.first.wait_for()
     # the seeded session also says QUOKKA, but this browser does not hold its id
     assert set(await results.evaluate_all("items => items.map(i => i.dataset.sessionId)")) == {older}
     assert await results.locator("mark").first.inner_text() == "QUOKKA"
+    assert asked and all('"quok"' in body for body in asked), asked
     await shot(page, "13-search-results")
     await page.locator("#search-results li[data-kind=message]").first.get_by_role("button").click()
     await page.wait_for_function(f"window.agenticChat.state.session.session_id === '{older}'")
