@@ -32,17 +32,31 @@ class HistoryWindow:
         cut = self._cuts.get(session_id, 0)
         if cut >= len(history):  # the history is shorter than when we cut it: start over
             cut = 0
-        limit = budget
-        while True:
-            text, tokens = self.prompt(system + history[cut:])
-            if len(tokens) <= limit or (len(tokens) <= budget and len(history) - cut <= 1):
-                break
-            if len(history) - cut <= 1:
-                raise PromptTooLong(f"the message needs {len(tokens)} tokens; this session's context holds {budget} besides the reply")
-            cut += 2 if len(history) - cut > 2 and history[cut]["role"] == "user" else 1
-            limit = int(budget * self.refill)
+        text, tokens = self.prompt(system + history[cut:])
+        if len(tokens) > budget:
+            text, tokens, cut = self._later_cut(system, history, cut, budget, len(tokens))
         self._cuts[session_id] = cut
         return text, tokens, cut
+
+    def _later_cut(self, system: Messages, history: Messages, cut: int, budget: int, needed: int) -> tuple[str, list[int], int]:
+        """The first cut past `cut`, a turn at a time, whose prompt fits `refill` of the budget (the
+        last message alone may fill it): a binary search, as each try tokenizes the whole prompt
+        and an API request may send thousands of messages."""
+        cuts = []
+        while len(history) - cut > 1:
+            cut += 2 if len(history) - cut > 2 and history[cut]["role"] == "user" else 1
+            cuts.append(cut)
+        low, high, found = 0, len(cuts) - 1, None
+        while low <= high:
+            middle = (low + high) // 2
+            text, tokens = self.prompt(system + history[cuts[middle]:])
+            if len(tokens) <= int(budget * self.refill) or (len(tokens) <= budget and len(history) - cuts[middle] <= 1):
+                found, high = (text, tokens, cuts[middle]), middle - 1
+            else:
+                low, needed = middle + 1, len(tokens)
+        if found is None:
+            raise PromptTooLong(f"the message needs {needed} tokens; this session's context holds {budget} besides the reply")
+        return found
 
     def forget(self, session_id: str) -> None:
         self._cuts.pop(session_id, None)

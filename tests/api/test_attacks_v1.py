@@ -1,0 +1,22 @@
+"""Attacks on what the OpenAI-compatible API let in: a cheap request must not buy minutes of the
+model's thread (which every session shares)."""
+
+from agentic.engine.window import HistoryWindow
+
+
+def test_thousands_of_one_word_messages_are_cut_in_few_tokenizations():
+    # /v1/chat/completions takes any number of messages in one small body; cutting them one turn
+    # at a time re-rendered and re-tokenized the whole history per turn (1000 messages held the
+    # model for ~40 s, every other session's turn waiting behind it).
+    calls = []
+
+    def prompt(messages):
+        calls.append(len(messages))
+        text = " ".join(f"{m['role']}: {m['content']}" for m in messages)
+        return text, text.split()
+
+    messages = [{"role": "user", "content": "x"}] * 10_000
+    text, tokens, cut = HistoryWindow(prompt).fit("s", messages, budget=2000)
+    assert len(tokens) <= 1000 and cut > 0 and text.endswith("user: x")
+    assert len(calls) < 40
+    assert sum(calls) < 100_000  # tokenized messages, against ~25 million one turn at a time
