@@ -10,6 +10,10 @@ Scenarios:
   shared     8 sessions whose conversations start with one 500-token system prompt (one such
              session ran before), one turn each at the same moment
   turns      turn-10 vs turn-1 TTFT, 8 sessions interleaving 10 turns each
+  openai     (not by default) streamed /v1/chat/completions, agentic (each session's own turn,
+             its id as the key) vs llama-server's, empty slots; run it with --n 1 8
+  file       (not by default) TTFT of turns 2 and 3 in a session with an uploaded 40-passage file,
+             for this tree and --server-src (another checkout, to compare before a change)
 Peers (bench/setup_peers.sh installs them into bench/.peers):
   raw        a batched decode loop on llama-cpp-python's low-level API, no server: the ceiling (empty)
   agentic    this server, N WebSocket sessions
@@ -321,6 +325,8 @@ def measure_side_by_side(model: Path, n: int, args: argparse.Namespace, scenario
         prepare = [lambda: asyncio.run(agentic_round(agentic, 1, 8, keep, make))]  # warm-up; in `shared`, the session that ran before
         if scenario == "empty":
             peers = {"raw": lambda: raw_ceiling(model, n, args.tokens), **peers}
+        if scenario == "openai":
+            peers = {"agentic-v1": lambda: asyncio.run(agentic_openai_round(agentic, n, args.tokens))}
         if have_peers:
             port, server = llama_server(n, model)
             stack.enter_context(server)
@@ -370,10 +376,93 @@ def turns_table(model: Path, args: argparse.Namespace, have_peers: bool) -> str:
     return table(["peer", "turn-1 TTFT p50 ms", f"turn-{args.turns} TTFT p50 ms", "ratio"], rows)
 
 
+# -- the OpenAI API, and a second turn with a file (issue 16) -----------------------------------
+async def agentic_openai_round(base: str, n: int, max_tokens: int) -> Result:
+    """N sessions send their first turn at once through /v1/chat/completions, each with its id as
+    the API key and its stored system prompt first (so each is the session's own turn)."""
+    result = Result("agentic-v1", n)
+    async with aiohttp.ClientSession() as http:
+        keys = []
+        for _ in range(n):
+            messages = conversation()
+            async with http.post(f"{base}/sessions", json={"system_prompt": messages[0]["content"], "settings": {"ignore_eos": True}}) as resp:
+                keys.append(((await resp.json())["session_id"], messages))
+
+    async def one(sid: str, messages: list[dict]) -> None:
+        headers = {"Authorization": f"Bearer {sid}"}
+        async with aiohttp.ClientSession(headers=headers, timeout=aiohttp.ClientTimeout(total=3600)) as http:
+            sent, count = time.perf_counter(), 0
+            body = {"model": "any", "messages": messages, "max_tokens": max_tokens, "stream": True, "temperature": 0.7, "top_p": 0.95}
+            async for _ in content_deltas(http, base, body):
+                count += 1
+                if count == 1:
+                    result.ttft_ms.append((time.perf_counter() - sent) * 1000)
+            result.tokens += count
+
+    start = time.perf_counter()
+    await asyncio.gather(*(one(sid, messages) for sid, messages in keys))
+    result.seconds = time.perf_counter() - start
+    return result
+
+
+# 40 passages of about 550 characters: more than a prompt's file budget, so each question gets its own passages.
+FILE_TEXT = "\n\n".join(f"Note {i}: the {name} wing keeps exhibit {i * 7} on loan from the {name} trust until spring. " * 5
+                        for i, name in enumerate(["north", "south", "east", "west", "river", "garden", "tower", "harbour"] * 5))
+# Turn 2 picks other passages than turn 1; turn 3 comes back to turn 1's.
+FILE_QUESTIONS = ["What does the north wing keep?", "What is on loan from the river trust?", "What does the north wing keep?"]
+
+
+async def file_turns(base: str, sessions: int, reply_tokens: int) -> list[list[dict]]:
+    """Sessions with an uploaded 40-passage text file, one after another, three turns each
+    (FILE_QUESTIONS): each turn's TTFT and usage."""
+    runs = []
+    async with aiohttp.ClientSession() as http:
+        for _ in range(sessions):
+            async with http.post(f"{base}/sessions", json={"settings": {"ignore_eos": True}}) as resp:
+                sid = (await resp.json())["session_id"]
+            form = aiohttp.FormData()
+            form.add_field("file", FILE_TEXT.encode(), filename="notes.txt", content_type="text/plain")
+            async with http.post(f"{base}/sessions/{sid}/files", data=form) as resp:
+                assert resp.status == 201, await resp.text()
+            turns = []
+            for question in FILE_QUESTIONS:
+                sent, first = time.perf_counter(), None
+                async with http.post(f"{base}/sessions/{sid}/messages", json={"content": question, "max_tokens": reply_tokens, "stream": True}) as resp:
+                    async for raw in resp.content:
+                        line = raw.decode().strip()
+                        if line.startswith("event: token") and first is None:
+                            first = time.perf_counter()
+                        if line.startswith("data: ") and json.loads(line[6:])["type"] == "done":
+                            usage = json.loads(line[6:])["usage"]
+                turns.append({"ttft_ms": ((first or time.perf_counter()) - sent) * 1000, **usage})
+            runs.append(turns)
+    return runs
+
+
+def file_turns_table(args: argparse.Namespace) -> str:
+    """TTFT of turns 2 and 3 in a session with a file, for the server from --server-src (another
+    checkout, e.g. before the passage move) and this one."""
+    rows = []
+    for label, src in [("other", args.server_src)] * bool(args.server_src) + [("this tree", None)]:
+        with tempfile.TemporaryDirectory() as data:
+            port = free_port()
+            env = {"N_PARALLEL": "4", "N_THREADS": str(THREADS), "LOG_FORMAT": "plain", **UNLIMITED_SESSIONS, **({"PYTHONPATH": str(src)} if src else {})}
+            cmd = [PYTHON, "-P", "-m", "agentic", "serve", "--port", str(port), "--data-dir", data]  # -P: PYTHONPATH's agentic, not the cwd's
+            with process(cmd, f"http://127.0.0.1:{port}/health", env, Path(data) / "server.log"):
+                runs = asyncio.run(file_turns(f"http://127.0.0.1:{port}", args.file_sessions, args.turn_tokens))
+        for turn in (1, 2):
+            ttft = [run[turn]["ttft_ms"] for run in runs]
+            cached = [run[turn]["cached_tokens"] / run[turn]["prompt_tokens"] for run in runs]
+            rows.append([f"{label} {src or ''}".strip(), turn + 1, round(percentile(ttft, 50)), round(statistics.median(run[turn]["prompt_tokens"] for run in runs)),
+                         round(statistics.median(run[turn]["prefill_tokens"] for run in runs)), f"{statistics.median(cached):.0%}"])
+    return table(["server", "turn", "TTFT p50 ms", "prompt tokens", "prefilled", "cached"], rows)
+
+
 TITLES = {
     "realistic": "Realistic: sessions stay, {idle} idle sessions before the measured rounds, new never-seen prompts each round",
     "empty": "Empty slots: every round's sessions are deleted after it",
     "shared": "Shared system prompt (~500 tokens), one such session ran before, new sessions each round",
+    "openai": "Streamed /v1/chat/completions: agentic (each session's own turn) vs llama-server, new sessions each round",
 }
 
 
@@ -396,6 +485,9 @@ def run(args: argparse.Namespace) -> None:
     if "turns" in args.scenarios and args.turns:
         print(f"\nTurn-{args.turns} vs turn-1 TTFT, 8 sessions interleaving, {args.turn_tokens}-token replies")
         print(turns_table(model, args, have_peers))
+    if "file" in args.scenarios:
+        print(f"\nA session with a 40-passage text file: turn 2 (other passages than turn 1), turn 3 (turn 1's again), {args.file_sessions} sessions, {args.turn_tokens}-token replies")
+        print(file_turns_table(args), flush=True)
     print(f"\nload average: {load:.1f} at start, {os.getloadavg()[0]:.1f} at end")
 
 
@@ -404,7 +496,9 @@ def main() -> None:
     parser.add_argument("--n", type=int, nargs="+", default=[8, 16])
     parser.add_argument("--tokens", type=int, default=128)
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--scenarios", nargs="+", default=["realistic", "empty", "shared", "turns"], choices=["realistic", "empty", "shared", "turns"])
+    parser.add_argument("--scenarios", nargs="+", default=["realistic", "empty", "shared", "turns"], choices=["realistic", "empty", "shared", "turns", "openai", "file"])
+    parser.add_argument("--file-sessions", type=int, default=3, help="sessions in the file scenario")
+    parser.add_argument("--server-src", type=Path, help="file scenario: also measure the agentic of this checkout (e.g. an earlier commit's, from git archive)")
     parser.add_argument("--idle", type=int, default=50, help="idle sessions before the realistic scenario's measured rounds")
     parser.add_argument("--lcp-max-n", type=int, default=8, help="largest N to run llama_cpp.server at (it serves one request at a time)")
     parser.add_argument("--turns", type=int, default=10)

@@ -17,7 +17,7 @@ PASSAGE_CHARS = 600
 INTRO = "The user shared these files. Answer from them when the question is about them."
 
 # (file name, passage index), or (file name, None) for a whole file
-Ref = tuple[str, "int | None"]
+Ref = tuple[str, int | None]
 
 
 @dataclass(frozen=True)
