@@ -110,7 +110,7 @@ def parse_completion(body: Any, max_chars: int) -> Completion:
     """The fields this server honours; features it lacks are refused, saying so."""
     if not isinstance(body, dict):
         raise _invalid("the body must be a JSON object", "invalid_json")
-    if body.get("n") not in (None, 1):
+    if body.get("n") not in (None, 1) or isinstance(body.get("n"), bool):
         raise _invalid("'n' other than 1 is not supported: one choice per request", "unsupported_parameter")
     for name in ("tools", "functions"):
         if body.get(name):
