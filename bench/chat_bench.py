@@ -82,6 +82,8 @@ class Result:
     tokens: int = 0
     seconds: float = 0.0
     ttft_ms: list[float] = field(default_factory=list)
+    # agentic only: where the inference thread's time went during the round (see engine_profile)
+    profile: str = ""
 
     @property
     def tok_s(self) -> float:
@@ -179,15 +181,32 @@ async def agentic_round(base: str, n: int, max_tokens: int, keep: bool = False, 
                 elif frame["type"] == "error":
                     raise RuntimeError(frame)
 
+        before = await engine_stats(http, base)
         start = time.perf_counter()
         await asyncio.gather(*(one(ws, content) for ws, content in sockets))
         result.seconds = time.perf_counter() - start
+        result.profile = engine_profile(before, await engine_stats(http, base), result.seconds)
         for (ws, _), sid in zip(sockets, sids):
             await ws.close()
             if not keep:
                 async with http.delete(f"{base}/sessions/{sid}"):
                     pass
         return result
+
+
+async def engine_stats(http: aiohttp.ClientSession, base: str) -> dict:
+    async with http.get(f"{base}/health") as resp:
+        return (await resp.json())["engine"]
+
+
+def engine_profile(before: dict, after: dict, seconds: float) -> str:
+    """The round's wall time split: inside llama_decode, waiting for the event loop to take a
+    step's events, the rest of the inference thread's work, and time it had no turn to run."""
+    delta = {key: after[key] - before[key] for key in ("decode_s", "handoff_s", "busy_s", "steps")}
+    other = delta["busy_s"] - delta["decode_s"] - delta["handoff_s"]
+    idle = seconds - delta["busy_s"]
+    return (f"{delta['steps']} steps, decode {delta['decode_s'] / seconds:.0%}, handoff {delta['handoff_s'] / seconds:.0%}, "
+            f"scheduler {other / seconds:.0%}, no turn {idle / seconds:.0%}, {delta['decode_s'] * 1000 / max(1, delta['steps']):.1f} ms/decode")
 
 
 # -- OpenAI-style peers ---------------------------------------------------------------------------------
@@ -480,6 +499,8 @@ def run(args: argparse.Namespace) -> None:
             summaries.update({(peer, n): Summary.of(results) for peer, results in rounds.items()})
             print(f"{scenario} N={n}: " + "; ".join(f"{peer} {[round(r.tok_s, 1) for r in rs]} tok/s, p95 {[round(percentile(r.ttft_ms, 95)) for r in rs]} ms"
                                                    for peer, rs in rounds.items()), flush=True)
+            for r in rounds.get("agentic", []):
+                print(f"  agentic profile: {r.profile}", flush=True)
         print(f"\n{TITLES[scenario].format(idle=args.idle)}; {args.tokens}-token replies, {THREADS} threads ({os.cpu_count()} cores), medians over rounds")
         print(throughput_table(summaries), flush=True)
     if "turns" in args.scenarios and args.turns:
