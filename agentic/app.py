@@ -40,8 +40,9 @@ async def session_log_context(request: web.Request, handler):
 @web.middleware
 async def mirror_named_session(request: web.Request, handler):
     """Behind a balancer, a session may have been created on another server a moment ago: the
-    store mirrors the one a request names (path, x-session-id or ?session_id=) before a view looks."""
-    for raw in (request.match_info.get("session_id"), request.headers.get("x-session-id"), request.query.get("session_id")):
+    store mirrors the one a request names (path, x-session-id, ?session_id= or the /v1 API key) before a view looks."""
+    api_key = openai.bearer_key(request) if request.path.startswith("/v1/") else None
+    for raw in (request.match_info.get("session_id"), request.headers.get("x-session-id"), request.query.get("session_id"), api_key):
         session_id = valid_session_id((raw or "").strip())
         if session_id is not None:
             await request.app[keys.store_key].ensure(session_id)

@@ -75,10 +75,15 @@ def _api_error(text: str | None) -> dict[str, Any]:
 
 
 # -- which session ---------------------------------------------------------------------------
+def bearer_key(request: web.Request) -> str:
+    """The API key of `Authorization: Bearer <key>` ("" without one)."""
+    scheme, _, key = request.headers.get("Authorization", "").partition(" ")
+    return key.strip() if scheme.lower() == "bearer" else ""
+
+
 def _named_session(request: web.Request) -> SessionRecord | None:
     """The session the key (else x-session-id) names; None for the admin token without one; 401 otherwise."""
-    scheme, _, key = request.headers.get("Authorization", "").partition(" ")
-    key = key.strip() if scheme.lower() == "bearer" else ""
+    key = bearer_key(request)
     header = request.headers.get("x-session-id", "").strip()
     session_id = valid_session_id(key) or valid_session_id(header)
     if session_id is None:

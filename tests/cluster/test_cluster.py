@@ -116,10 +116,14 @@ async def test_all_of_a_sessions_calls_reach_one_server(cluster):
                     assert (await resp.json())["session_id"] == sid
                 async with http.ws_connect(f"{cluster.url}/ws?session_id={sid}") as ws:  # the id in the query
                     assert (await ws.receive_json(timeout=30))["type"] == "session"
+                async with http.get(f"{cluster.url}/v1/models", headers={"Authorization": f"Bearer  {sid.upper()}"}) as resp:  # the API key
+                    assert resp.status == 200
     await asyncio.sleep(1)  # HAProxy logs a WebSocket when it closes
     served = servers_of(cluster)
     for sid in sids:
         assert len(served[sid]) == 1, f"session {sid} was served by {served[sid]}"
+    api_keys = [key for _, key, _, path in requests_by_server(cluster) if path == "/v1/models"]
+    assert len(api_keys) == 12 and set(api_keys) == set(sids)  # hashed on the key, like the session's other calls
     creations = [server for server, _, method, path in requests_by_server(cluster) if method == "POST" and path == "/sessions"]
     assert set(creations[-6:]) == set(SERVERS)  # without a session to follow, requests go round robin
 

@@ -110,3 +110,13 @@ async def test_two_servers_on_one_database_share_sessions_and_expire_each_once(a
             break
         await asyncio.sleep(0.05)
     assert [(s["expired"], s["total_created"], s["active_sessions"]) for s in stats] == [(4, 4, 0), (4, 4, 0)]  # cluster-wide
+
+
+async def test_a_session_created_on_one_server_is_at_once_an_api_key_on_another(aiohttp_client, tmp_path, pg_url):
+    """HAProxy hashes /v1 calls on the Bearer key, which may name a session another server created a moment ago."""
+    one, two = [await aiohttp_client(create_app(make_settings(tmp_path / "shared", database_url=pg_url, server_id=name)))
+                for name in ("s1", "s2")]
+    for _ in range(5):
+        sid = (await new_session(one))["session_id"]
+        resp = await two.get("/v1/models", headers={"Authorization": f"Bearer {sid}"})
+        assert resp.status == 200, await resp.text()
