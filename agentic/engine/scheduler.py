@@ -23,6 +23,7 @@ import queue
 import threading
 import time
 from collections import deque
+from concurrent.futures import Executor, Future
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -94,7 +95,7 @@ class Scheduler:
         self._commands: queue.Queue[tuple[str, Any, Any]] = queue.Queue()
         self._outbox: list[tuple[TurnRequest, TurnEvent]] = []
         self._batch = Batch(model.n_batch, model.n_seq)
-        self._thread = threading.Thread(target=self._run, name="inference", daemon=True)
+        self._running: Future[None] | None = None
         self._stopping = False
         self._stalled = False
         # Why the inference thread can take no more turns (read by the event loop), or None.
@@ -106,8 +107,9 @@ class Scheduler:
         self.window = HistoryWindow(model.tokenize_chat)
 
     # -- called from the event loop ------------------------------------------
-    def start(self) -> None:
-        self._thread.start()
+    def start(self, thread: Executor) -> None:
+        """Run on `thread`, the engine's one inference thread (see Engine: every decode on one thread)."""
+        self._running = thread.submit(self._run)
 
     def submit(self, req: TurnRequest) -> None:
         self.waiting_count += 1
@@ -127,7 +129,8 @@ class Scheduler:
     def stop(self) -> None:
         self._stopping = True
         self._commands.put(("stop", None, None))
-        self._thread.join()
+        if self._running is not None:
+            self._running.result()
 
     # -- the thread ------------------------------------------------------------
     def _run(self) -> None:
