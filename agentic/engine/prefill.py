@@ -83,7 +83,7 @@ def measure_prefill_costs(model, tokens: int = 32, k: int = 4, trials: int = 3) 
     prompt = model.tokenize(SAMPLE_TEXT * (tokens // 10 + 1))[:tokens]
     batch = Batch(model.n_batch, model.n_seq)
     try:
-        _decode_prompts(model, batch, prompt, 1)  # the first decode allocates: not a measurement
+        # The fastest of the trials: a first decode that allocates (or meets a new shape) is never it.
         one, several = math.inf, math.inf
         for _ in range(trials):
             one = min(one, _decode_prompts(model, batch, prompt, 1))
