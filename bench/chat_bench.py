@@ -257,8 +257,17 @@ def eog_bias(model_path: Path) -> dict[str, float]:
 
 
 # -- turn-10 vs turn-1 ---------------------------------------------------------------------------------
-async def interleaved_turns_agentic(base: str, sessions: int, turns: int, reply_tokens: int) -> dict[int, list[float]]:
+def turn_message(turn: int) -> str:
+    """A message no session has sent before (as in every scenario), so turn 1 is not one prefix all
+    sessions share and turn 10 is not measured against a turn 1 that prefilled once for eight."""
+    return f"{unique()} Turn {turn}: tell me one more fact about lighthouses."
+
+
+async def interleaved_turns_agentic(base: str, sessions: int, turns: int, reply_tokens: int,
+                                    prefilled: dict[int, list[int]]) -> dict[int, list[float]]:
+    """Each turn's TTFT; `prefilled` gets the prompt tokens each turn computed (the rest came from the cache)."""
     ttft: dict[int, list[float]] = {t: [] for t in range(1, turns + 1)}
+    prefilled.update({t: [] for t in range(1, turns + 1)})
     async with aiohttp.ClientSession() as http:
         async def one() -> None:
             async with http.post(f"{base}/sessions", json={"settings": {"ignore_eos": True, "max_tokens": reply_tokens}}) as resp:
@@ -267,7 +276,7 @@ async def interleaved_turns_agentic(base: str, sessions: int, turns: int, reply_
                 await ws.receive_json()
                 for turn in range(1, turns + 1):
                     sent = time.perf_counter()
-                    await ws.send_json({"type": "chat", "content": f"Turn {turn}: tell me one more fact about lighthouses."})
+                    await ws.send_json({"type": "chat", "content": turn_message(turn)})
                     first = None
                     while True:
                         frame = await ws.receive_json()
@@ -275,6 +284,7 @@ async def interleaved_turns_agentic(base: str, sessions: int, turns: int, reply_
                             first = time.perf_counter()
                             ttft[turn].append((first - sent) * 1000)
                         if frame["type"] in ("done", "error"):
+                            prefilled[turn].append((frame.get("usage") or {}).get("prefill_tokens", 0))
                             break
         await asyncio.gather(*(one() for _ in range(sessions)))
     return ttft
@@ -287,7 +297,7 @@ async def interleaved_turns_openai(base: str, sessions: int, turns: int, reply_t
         async def one() -> None:
             history: list[dict] = []
             for turn in range(1, turns + 1):
-                history.append({"role": "user", "content": f"Turn {turn}: tell me one more fact about lighthouses."})
+                history.append({"role": "user", "content": turn_message(turn)})
                 body = {"messages": history, "max_tokens": reply_tokens, "stream": True, "ignore_eos": True, "cache_prompt": True,
                         "temperature": 0.7, "top_p": 0.95, "top_k": 40}
                 sent, text = time.perf_counter(), ""
@@ -380,19 +390,22 @@ def throughput_table(summaries: dict[tuple[str, int], Summary]) -> str:
 def turns_table(model: Path, args: argparse.Namespace, have_peers: bool) -> str:
     rows = []
 
-    def row(peer: str, ttft: dict[int, list[float]]) -> list[object]:
+    def row(peer: str, ttft: dict[int, list[float]], prefilled: dict[int, list[int]] | None = None) -> list[object]:
         first, last = percentile(ttft[1], 50), percentile(ttft[args.turns], 50)
-        return [peer, round(first), round(last), f"{last / first:.2f}x"]
+        tokens = [f"{sum(prefilled[t]) // len(prefilled[t])}" if prefilled else "-" for t in (1, args.turns)]
+        return [peer, round(first), round(last), f"{last / first:.2f}x", *tokens]
 
     with tempfile.TemporaryDirectory() as data:
         port, server = agentic_server(8, data, ctx_per_seq=TURNS_CTX_PER_SEQ)
         with server:
-            rows.append(row("agentic", asyncio.run(interleaved_turns_agentic(f"http://127.0.0.1:{port}", 8, args.turns, args.turn_tokens))))
+            prefilled: dict[int, list[int]] = {}
+            ttft = asyncio.run(interleaved_turns_agentic(f"http://127.0.0.1:{port}", 8, args.turns, args.turn_tokens, prefilled))
+            rows.append(row("agentic", ttft, prefilled))
     if have_peers:
         port, server = llama_server(8, model, ctx_per_seq=TURNS_CTX_PER_SEQ)
         with server:
             rows.append(row("llama-srv", asyncio.run(interleaved_turns_openai(f"http://127.0.0.1:{port}", 8, args.turns, args.turn_tokens))))
-    return table(["peer", "turn-1 TTFT p50 ms", f"turn-{args.turns} TTFT p50 ms", "ratio"], rows)
+    return table(["peer", "turn-1 TTFT p50 ms", f"turn-{args.turns} TTFT p50 ms", "ratio", "turn-1 tokens prefilled", f"turn-{args.turns} prefilled"], rows)
 
 
 # -- the OpenAI API, and a second turn with a file (issue 16) -----------------------------------

@@ -5,10 +5,10 @@
 # back after 30 s idle, taking /tmp/agentic-gpu with it):
 #   1. carry ["bench/gpu/.carry/sdist", "bench/gpu/.carry/wheels"]:  bash bench/gpu/check.sh build
 #   2. carry ["bench/gpu/.carry/model/part-00"]:                      bash bench/gpu/check.sh model
-#   3. carry ["bench/gpu/.carry/model/part-01"]:                      bash bench/gpu/check.sh model run
+#   3. carry ["bench/gpu/.carry/model/part-01"]:                      bash bench/gpu/check.sh model diagnose run
 # `build` compiles with -DGGML_CUDA=on -DCMAKE_CUDA_ARCHITECTURES=90 plus deploy.sh's safe CPU
 # flags; `run` loads the bundled model with every layer offloaded, chats end to end through a
-# real server, and runs bench/chat_bench.py at N=1/8/16 against the raw loop on the same GPU.
+# real server, and runs bench/chat_bench.py at N=1/8/16 (2 rounds) against the raw loop on the same GPU.
 # Results land in $OUT (check.log, server.log).
 set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/../.." && pwd)"
@@ -31,9 +31,14 @@ build() {
 }
 
 model() {
-    local part; part="$(ls "$ROOT"/bench/gpu/.carry/model/part-* | head -n 1)"
-    cat "$part" >> "$STATE/model.gguf"
-    log "model part $(basename "$part") added: $(stat -c %s "$STATE/model.gguf") bytes"
+    # A carried part stays on the machine for the next call, so each part is added once, in order.
+    local part
+    for part in "$ROOT"/bench/gpu/.carry/model/part-*; do
+        grep -qx "$(basename "$part")" "$STATE/parts-added" 2>/dev/null && continue
+        cat "$part" >> "$STATE/model.gguf"
+        basename "$part" >> "$STATE/parts-added"
+        log "model part $(basename "$part") added: $(stat -c %s "$STATE/model.gguf") bytes"
+    done
 }
 
 run() {
@@ -61,7 +66,25 @@ assert health["gpu_offload"] is True and reply["usage"]["completion_tokens"] > 0
 PY
     kill "$server"; wait "$server" || true
     log "chat_bench N=1/8/16 vs the raw loop on this GPU"
-    python3 "$ROOT/bench/chat_bench.py" --model "$MODEL_PATH" --n 1 8 16 --scenarios empty realistic 2>&1 | tee -a "$OUT/check.log"
+    python3 "$ROOT/bench/chat_bench.py" --model "$MODEL_PATH" --n 1 8 16 --rounds 2 --scenarios empty realistic 2>&1 | tee -a "$OUT/check.log"
+}
+
+diagnose() {
+    # The first lent H100 (2026-11-27): the model loaded from a script on the main thread and on a
+    # plain thread, yet `agentic serve` segfaulted inside llama_model_load_from_file on its inference
+    # thread, twice. This narrows it down: the script again, then the server alone (no /health
+    # polls) and with polls, under gdb where the image has it (a C backtrace lands in diagnose.log).
+    export MODEL_PATH="$STATE/model.gguf" PYTHONFAULTHANDLER=1
+    local where; for where in main thread; do python3 "$ROOT/bench/gpu/load_model.py" "$where" "$MODEL_PATH" 2>&1 | grep -E "^loaded|Fatal|File" | tee -a "$OUT/check.log"; done
+    local gdb=(); command -v gdb >/dev/null && gdb=(gdb -q -batch -ex run -ex bt --args)
+    log "the server alone for 20 s, ${gdb[0]:-no gdb}"
+    "${gdb[@]}" python3 -m agentic serve --port 8765 --data-dir "$STATE/diagnose" > "$OUT/diagnose.log" 2>&1 &
+    local server=$!
+    sleep 20
+    if kill -0 "$server" 2>/dev/null; then log "alive after 20 s without polls"; else log "died without polls"; fi
+    for _ in $(seq 10); do curl -s -m 5 http://127.0.0.1:8765/health > /dev/null; sleep 0.5; done
+    if kill -0 "$server" 2>/dev/null; then log "alive after /health polls: $(curl -s -m 5 http://127.0.0.1:8765/health)"; else log "died after /health polls"; fi
+    kill "$server" 2>/dev/null; wait "$server" || true
 }
 
 for step in "$@"; do "$step"; done
