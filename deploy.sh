@@ -4,6 +4,7 @@
 #   ./deploy.sh main                 set up and start the main server on :8000
 #   ./deploy.sh client N             start client N: page on 8500+N, proxy on 8000+N
 #   ./deploy.sh cluster N            PostgreSQL, N main servers on 8100.. and HAProxy on :8000 (native)
+#   ./deploy.sh --docker cluster 2   the same in containers (containers/docker-compose.cluster.yml: 2 servers)
 #   ./deploy.sh stop [main|client N|cluster|all]
 #   ./deploy.sh status               what runs, its ports and health
 #   ./deploy.sh logs main|client N|main-I|haproxy|postgres   follow a log (--no-follow prints the tail)
@@ -13,7 +14,7 @@
 #   ./deploy.sh base-image           make localhost/agentic-base:bookworm with mmdebstrap (no registry needed)
 #   ./deploy.sh llama-cmake-args     the CMAKE_ARGS llama.cpp is built with here (llama-build-key, llama-wheel)
 # Flags: --docker (containers: docker compose or podman-compose), --native (never). Default: containers
-#   when an engine answers.
+#   when an engine answers, except for cluster (native unless --docker).
 # Build: llama.cpp is compiled once per version, CMAKE_ARGS and CPU into ~/.cache/agentic/wheels;
 #   AMX kernels are left out on x86-64 unless AGENTIC_ALLOW_AMX=1; CMAKE_ARGS adds your own flags.
 set -euo pipefail
@@ -301,6 +302,31 @@ compose_client() {
     CLIENT_NUMBER="$n" FRONTEND_PORT=$((8500 + n)) PROXY_PORT=$((8000 + n)) PUBLISH_HOST="$HOST" \
         "${COMPOSE[@]}" -p "agentic-client-$n" -f containers/docker-compose.client-server.yml "$@"
 }
+# The containers' PostgreSQL password: AGENTIC_DB_PASSWORD, else one generated once into DATA_DIR.
+cluster_db_password() {
+    if [[ -n "${AGENTIC_DB_PASSWORD:-}" ]]; then echo "$AGENTIC_DB_PASSWORD"; return; fi
+    local file="$DATA_DIR/container-cluster.password"
+    if [[ ! -s "$file" ]]; then
+        mkdir -p "$DATA_DIR"
+        (umask 077 && "$(host_python)" -c 'import secrets; print(secrets.token_hex(24))' > "$file.new" && mv "$file.new" "$file")
+    fi
+    cat "$file"
+}
+compose_cluster() {
+    AGENTIC_DB_PASSWORD="$(cluster_db_password)" MAIN_PORT="$MAIN_PORT" PUBLISH_HOST="$HOST" \
+        "${COMPOSE[@]}" -p agentic-cluster -f containers/docker-compose.cluster.yml "$@"
+}
+compose_of() {  # main | client-N | cluster, then compose's arguments
+    local what="$1"; shift
+    case "$what" in
+        main) compose_main "$@" ;;
+        cluster) compose_cluster "$@" ;;
+        client-*) compose_client "${what#client-}" "$@" ;;
+    esac
+}
+project_of() {  # main | client-N | cluster: its compose project
+    case "$1" in main) echo agentic-main ;; cluster) echo agentic-cluster ;; client-*) echo "agentic-$1" ;; esac
+}
 
 BASE_IMAGE_LOCAL="localhost/agentic-base:bookworm"
 BASE_IMAGE_PUBLIC="docker.io/library/python:3.11-slim-bookworm"
@@ -376,17 +402,28 @@ docker_up() {  # name health-url compose-function [args]
     # (wait_healthy's name is for native exit files, which a container never writes)
     if ! PY="$(host_python)" wait_healthy "container-$name" "$health" "${START_TIMEOUT:-180}"; then
         "$ENGINE" logs --tail 30 "$(container_name "$name")" >&2 || true
-        die "$name did not become healthy: ./deploy.sh --docker logs ${name/-/ }"
+        local what="${name/-/ }"; [[ "$name" == cluster ]] && what=haproxy
+        die "$name did not become healthy: ./deploy.sh --docker logs $what"
     fi
 }
 
-container_name() {  # main | client-N
-    if [[ "$1" == main ]]; then echo agentic-main-server; else echo "agentic-backend-proxy-${1#client-}"; fi
+container_name() {  # main | client-N | cluster (its HAProxy) | main-I | haproxy | postgres (the cluster's)
+    case "$1" in
+        main|cluster|haproxy) echo agentic-main-server ;;
+        client-*) echo "agentic-backend-proxy-${1#client-}" ;;
+        *) echo "agentic-$1" ;;
+    esac
 }
 
-docker_down() {  # main | client-N
-    "$ENGINE" container inspect "$(container_name "$1")" >/dev/null 2>&1 || { say "$1 is not running."; return 0; }
-    if [[ "$1" == main ]]; then compose_quietly compose_main down; else compose_quietly compose_client "${1#client-}" down; fi
+# The compose project a container belongs to (empty when there is none): agentic-main-server is
+# the single main server's or the cluster's HAProxy.
+container_project() {
+    "$ENGINE" container inspect --format '{{index .Config.Labels "com.docker.compose.project"}}' "$1" 2>/dev/null || true
+}
+
+docker_down() {  # main | client-N | cluster (volumes stay)
+    [[ "$(container_project "$(container_name "$1")")" == "$(project_of "$1")" ]] || { say "$1 is not running."; return 0; }
+    compose_quietly compose_of "$1" down
     say "$1 stopped."
 }
 
@@ -397,7 +434,34 @@ docker_stop_all() {
     for name in $("$ENGINE" ps -a --format '{{.Names}}' --filter name=agentic-backend-proxy-); do
         docker_down "client-${name#agentic-backend-proxy-}"
     done
-    docker_down main
+    if [[ "$(container_project agentic-main-server)" == agentic-cluster ]]; then docker_down cluster; else docker_down main; fi
+}
+
+# Waits for a container's own health check command to pass (podman without systemd never runs it).
+wait_container_healthy() {  # container seconds
+    local deadline=$((SECONDS + $2)) probe="import urllib.request as u; u.urlopen('http://127.0.0.1:8000/health', timeout=4)"
+    until "$ENGINE" exec "$1" python -c "$probe" >/dev/null 2>&1; do
+        (( SECONDS < deadline )) || return 1
+        sleep 1
+    done
+}
+
+# containers/docker-compose.cluster.yml: PostgreSQL, main-1 and main-2, HAProxy as agentic-main-server.
+docker_cluster() {  # N
+    (( $1 == 2 )) || die "the container cluster is the 2 main servers of containers/docker-compose.cluster.yml: ./deploy.sh --docker cluster 2 (for more, add main-3.. there and to containers/haproxy.cluster.cfg)"
+    local project; project="$(container_project agentic-main-server)"
+    [[ -z "$project" || "$project" == agentic-cluster ]] \
+        || die "agentic-main-server is the single main server's ($project): ./deploy.sh --docker stop main first"
+    build_image main-cpu
+    build_image cluster-tools
+    docker_up cluster "http://127.0.0.1:$MAIN_PORT/health" compose_cluster
+    local name
+    for name in agentic-main-1 agentic-main-2; do  # HAProxy answers once one is up: wait for both
+        wait_container_healthy "$name" "${START_TIMEOUT:-180}" || { "$ENGINE" logs --tail 30 "$name" >&2 || true; die "$name did not become healthy"; }
+    done
+    say "Cluster running in containers: HAProxy (agentic-main-server) on http://localhost:$MAIN_PORT in front of agentic-main-1 and agentic-main-2"
+    say "  PostgreSQL: agentic-postgres (volume agentic-cluster_agentic-postgres); uploads shared on agentic-cluster_agentic-data"
+    say "  Logs: ./deploy.sh --docker logs haproxy | main-1 | main-2 | postgres"
 }
 
 docker_status() {
@@ -493,7 +557,7 @@ cluster_size() { cat "$RUN_DIR/cluster" 2>/dev/null || echo 0; }
 cmd_cluster() {
     [[ "${1:-}" =~ ^[0-9]+$ ]] && (( $1 >= 1 && $1 <= 32 )) || die "cluster needs a number of main servers: ./deploy.sh cluster N (1 to 32)"
     local n=$((10#$1)) i name port
-    [[ "$MODE" == docker ]] && die "cluster runs natively; with containers use containers/docker-compose.cluster.yml"
+    if [[ "$MODE" == docker ]]; then use_docker; docker_cluster "$n"; return; fi
     ensure_venv
     ensure_cluster_tools die
     mkdir -p "$RUN_DIR" "$LOG_DIR"
@@ -553,6 +617,8 @@ cluster_status() {  # the rows of `status` for a cluster
 # -- commands --------------------------------------------------------------------------------------
 cmd_main() {
     if use_docker; then
+        [[ "$(container_project agentic-main-server)" != agentic-cluster ]] \
+            || die "agentic-main-server is the container cluster's HAProxy: ./deploy.sh --docker stop cluster first"
         build_image "main-$(main_compose_file)"
         docker_up main "http://127.0.0.1:$MAIN_PORT/health" compose_main
         say "Main server (container agentic-main-server): http://localhost:$MAIN_PORT (docs /docs, health /health)"
@@ -591,7 +657,7 @@ cmd_stop() {
         main) if use_docker; then docker_down main; else stop_process main; fi ;;
         client) local n; n="$(validate_client "${2:-}")"
                 if use_docker; then docker_down "client-$n"; else stop_process "client-$n"; fi ;;
-        cluster) cluster_stop ;;
+        cluster) if use_docker && [[ "$(container_project agentic-main-server)" == agentic-cluster ]]; then docker_down cluster; else cluster_stop; fi ;;
         all) if (( $(cluster_size) > 0 )) || [[ -f "$RUN_DIR/haproxy.pid" ]] || pg_running; then cluster_stop; fi
              if use_docker; then docker_stop_all; return; fi
              mkdir -p "$RUN_DIR"
@@ -674,10 +740,11 @@ cmd_logs() {
     case "${1:-}" in
         main) name=main ;;
         client) name="client-$(validate_client "${2:-}")" ;;
-        main-[0-9]*|haproxy|postgres) name="$1" ;;  # the cluster runs natively
+        main-[0-9]*|haproxy|postgres) name="$1" ;;
         *) die "logs of what? main, client N, main-I, haproxy or postgres" ;;
     esac
-    if [[ "$name" == main || "$name" == client-* ]] && use_docker; then
+    # a cluster's part is a container where the cluster runs in containers, else a native log
+    if use_docker && { [[ "$name" == main || "$name" == client-* ]] || [[ "$(container_project "$(container_name "$name")")" == agentic-cluster ]]; }; then
         local follow=(-f)
         [[ " $* " == *" --no-follow "* || ! -t 1 ]] && follow=(--tail 100)
         "$ENGINE" logs "${follow[@]}" "$(container_name "$name")"
