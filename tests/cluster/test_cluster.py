@@ -11,6 +11,7 @@ import tempfile
 import time
 from collections import defaultdict
 from pathlib import Path
+from typing import Callable
 
 import aiohttp
 import pytest
@@ -166,14 +167,36 @@ async def expired_stat(http: aiohttp.ClientSession, d: Deployment) -> int:
         return (await resp.json())["stats"]["expired"]
 
 
+async def counting_session(http: aiohttp.ClientSession, base: str) -> str:
+    """The client's session, told to count with temperature 0.3 and to ignore end-of-sequence
+    (a long reply to cut off); the failover tests check these settings survive."""
+    sid = await bound_session(http, base)
+    async with http.patch(f"{base}/sessions/{sid}", headers={"x-session-id": sid},
+                          json={"system_prompt": "You count.", "settings": {"temperature": 0.3, "ignore_eos": True}}) as resp:
+        assert resp.status == 200, await resp.text()
+    return sid
+
+
+async def reply_cut_off_by(kill: Callable[[], object], http: aiohttp.ClientSession, base: str, sid: str) -> None:
+    """Asks over the WebSocket for a long reply, runs `kill` at its first token: the reply ends with
+    an error frame, never `done`, and the question was acknowledged (`start`: stored) before."""
+    acknowledged = []
+    async with http.ws_connect(f"{base}/ws?session_id={sid}", headers={"x-session-id": sid}) as ws:
+        assert (await ws.receive_json(timeout=30))["type"] == "session"
+        await ws.send_json({"type": "chat", "content": "Count to five hundred.", "max_tokens": 500})
+        while (frame := await ws.receive_json(timeout=60))["type"] != "token":
+            acknowledged.append(frame["type"])
+        kill()
+        after = [msg.json() async for msg in ws if msg.type == aiohttp.WSMsgType.TEXT]
+    assert "start" in acknowledged
+    assert after and after[-1]["type"] == "error" and not any(f["type"] == "done" for f in after), after
+
+
 async def test_kill_9_mid_reply_hands_the_session_to_another_server_intact(cluster):
     base = proxy(CLIENTS[0])
     async with aiohttp.ClientSession() as http:
-        sid = await bound_session(http, base)
+        sid = await counting_session(http, base)
         headers = {"x-session-id": sid}
-        async with http.patch(f"{base}/sessions/{sid}", headers=headers,
-                              json={"system_prompt": "You count.", "settings": {"temperature": 0.3, "ignore_eos": True}}) as resp:
-            assert resp.status == 200, await resp.text()
         form = aiohttp.FormData()
         form.add_field("file", b"the code word is PINEAPPLE", filename="notes.txt")
         async with http.post(f"{base}/sessions/{sid}/files", data=form, headers=headers) as resp:
@@ -181,16 +204,7 @@ async def test_kill_9_mid_reply_hands_the_session_to_another_server_intact(clust
         answered = await say(http, base, sid, "Remember PINEAPPLE.")
         owner = last_server_of(cluster, sid)
 
-        acknowledged = []
-        async with http.ws_connect(f"{base}/ws?session_id={sid}", headers=headers) as ws:
-            assert (await ws.receive_json(timeout=30))["type"] == "session"
-            await ws.send_json({"type": "chat", "content": "Count to five hundred.", "max_tokens": 500})
-            while (frame := await ws.receive_json(timeout=60))["type"] != "token":
-                acknowledged.append(frame["type"])  # "start": the message is stored
-            cluster.kill9(owner)
-            after = [msg.json() async for msg in ws if msg.type == aiohttp.WSMsgType.TEXT]
-        assert "start" in acknowledged
-        assert after and after[-1]["type"] == "error" and not any(f["type"] == "done" for f in after), after
+        await reply_cut_off_by(lambda: cluster.kill9(owner), http, base, sid)
 
         deadline = time.monotonic() + 15
         while True:  # HAProxy sees the server gone (a refused connection at once, health checks within 2 s)

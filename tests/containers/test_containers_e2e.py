@@ -52,14 +52,19 @@ class Containers:
         return set(self.engine_cli("ps", "-a", "--format", "{{.Names}}", "--filter", "name=agentic").split())
 
 
-@pytest.fixture(scope="module")
-def containers():
+def require_engine_and_client_ports(clients: list[int]) -> None:
+    """Skips where no container engine answers; fails where a client's ports are taken."""
     if engine() is None:
         pytest.skip("no container engine answers (docker with its compose plugin, or podman with podman-compose); "
                     "./deploy.sh test installs podman where apt and root allow")
-    busy = [p for n in CLIENTS for p in (8000 + n, 8500 + n) if not port_free(p)]
+    busy = [p for n in clients for p in (8000 + n, 8500 + n) if not port_free(p)]
     if busy:
         raise AssertionError(f"ports {busy} are in use: stop what uses them (./deploy.sh --docker stop all) before running these tests")
+
+
+@pytest.fixture(scope="module")
+def containers():
+    require_engine_and_client_ports(CLIENTS)
     c = Containers(free_port())
     c.deploy("base-image", check=False, timeout=900)  # where mmdebstrap cannot make it, the public base is pulled
     c.deploy("main", timeout=BUILD_TIMEOUT)
