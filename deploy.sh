@@ -657,7 +657,9 @@ cmd_stop() {
         main) if use_docker; then docker_down main; else stop_process main; fi ;;
         client) local n; n="$(validate_client "${2:-}")"
                 if use_docker; then docker_down "client-$n"; else stop_process "client-$n"; fi ;;
-        cluster) if use_docker && [[ "$(container_project agentic-main-server)" == agentic-cluster ]]; then docker_down cluster; else cluster_stop; fi ;;
+        cluster) if use_docker && [[ "$MODE" == docker || "$(container_project agentic-main-server)" == agentic-cluster ]]; then
+                     docker_down cluster
+                 else cluster_stop; fi ;;
         all) if (( $(cluster_size) > 0 )) || [[ -f "$RUN_DIR/haproxy.pid" ]] || pg_running; then cluster_stop; fi
              if use_docker; then docker_stop_all; return; fi
              mkdir -p "$RUN_DIR"
