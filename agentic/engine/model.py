@@ -39,15 +39,13 @@ def _backend_init() -> None:
 
 # llama.cpp's limit on sequence ids (LLAMA_MAX_SEQ).
 MAX_SEQUENCES = 256
-# An idle session rarely holds fewer cells than this; more sequences than the cache could
-# hold at this size would only be evicted for cells anyway.
-MIN_TOKENS_PER_SESSION = 64
 
 
-def sequences_for(kv_cells: int, parallel: int, n_batch: int) -> int:
-    """How many sessions may keep their state in the KV cache at once (llama.cpp reserves an
-    output row per sequence within the batch, so never more than the batch size)."""
-    return min(MAX_SEQUENCES, n_batch, max(parallel, kv_cells // MIN_TOKENS_PER_SESSION))
+def sequences_for(budget_cells: int, ctx_per_session: int, parallel: int, n_batch: int) -> int:
+    """How many sequences (each a stream of ctx_per_session cells) the cache has: as many as the
+    budget holds, and never fewer than the turns decoded together plus the prefix holder
+    (llama.cpp reserves an output row per sequence within the batch: never more than its size)."""
+    return min(MAX_SEQUENCES, n_batch, max(parallel + 1, budget_cells // ctx_per_session))
 
 
 def gpu_offload_supported() -> bool:
@@ -68,20 +66,21 @@ class LlamaModel:
             raise RuntimeError(f"llama.cpp could not load {self.path}")
         self.vocab = llama_cpp.llama_model_get_vocab(self.model)
         self.kv_bytes_per_token = self._kv_bytes_per_token()
-        kv_cells = max(settings.ctx_per_session, settings.kv_budget_mb * 2**20 // self.kv_bytes_per_token)
-        self.n_seq = sequences_for(kv_cells, settings.parallel, settings.batch_size)
+        budget_cells = settings.kv_budget_mb * 2**20 // self.kv_bytes_per_token
+        self.n_seq = sequences_for(budget_cells, settings.ctx_per_session, settings.parallel, settings.batch_size)
         self.n_ctx_seq = settings.ctx_per_session
         self.n_batch = settings.batch_size
         cparams = llama_cpp.llama_context_default_params()
-        cparams.n_ctx = kv_cells
+        cparams.n_ctx = self.n_seq * settings.ctx_per_session
         cparams.n_batch = settings.batch_size
         cparams.n_ubatch = settings.batch_size
         cparams.n_seq_max = self.n_seq
         cparams.n_threads = settings.threads
         cparams.n_threads_batch = settings.threads
-        # One pool of cells for every sequence: an idle session holds only the cells it uses,
-        # and sequences that copy a prefix (llama_memory_seq_cp) share its cells.
-        cparams.kv_unified = True
+        # A stream of cells per sequence, not one pool: in a unified cache every token's attention
+        # spans every sequence's cells, which made 16-stream decode steps 16 % slower with short
+        # histories and 43 % with 600-token ones (bench/kv_layout_bench.py).
+        cparams.kv_unified = False
         self.ctx = llama_cpp.llama_init_from_model(self.model, cparams)
         if not self.ctx:
             llama_cpp.llama_model_free(self.model)
@@ -93,7 +92,7 @@ class LlamaModel:
         self._piece_buf = ctypes.create_string_buffer(256)
         self.n_vocab = llama_cpp.llama_vocab_n_tokens(self.vocab)
         self.end_of_generation_tokens = [t for t in range(self.n_vocab) if llama_cpp.llama_vocab_is_eog(self.vocab, t)]
-        log.info("model loaded: %s (gpu_offload=%s, KV cache of %d tokens (%d MiB) shared by %d sequences of up to %d tokens)",
+        log.info("model loaded: %s (gpu_offload=%s, KV cache of %d tokens (%d MiB) in %d sequences of up to %d tokens)",
                  self.name, self.gpu_offload, self.kv_cells, self.kv_cells * self.kv_bytes_per_token >> 20, self.n_seq, self.n_ctx_seq)
 
     def close(self) -> None:
@@ -191,9 +190,11 @@ class LlamaModel:
     def seq_truncate(self, seq: int, keep: int) -> None:
         llama_cpp.llama_memory_seq_rm(self.memory, seq, keep, -1)
 
-    def seq_share(self, src: int, dst: int, start: int, end: int) -> None:
-        """Give `dst` the cells of `src`'s positions start..end-1: shared, not copied (unified cache)."""
-        llama_cpp.llama_memory_seq_cp(self.memory, src, dst, start, end)
+    def seq_copy_prefix(self, src: int, dst: int, end: int) -> None:
+        """Make `dst` hold `src`'s positions 0..end-1. llama.cpp copies a whole stream (at the start
+        of the next decode, so `src` must not be overwritten before it), then `dst` drops the rest."""
+        llama_cpp.llama_memory_seq_cp(self.memory, src, dst, -1, -1)
+        llama_cpp.llama_memory_seq_rm(self.memory, dst, end, -1)
 
     def seq_state(self, seq: int) -> bytes:
         size = llama_cpp.llama_state_seq_get_size(self.ctx, seq)

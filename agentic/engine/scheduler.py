@@ -6,13 +6,13 @@ and a long prompt never stalls the streams already running. A turn that has only
 its first token lets the prompts of its burst go in before its second (see
 `_prompts_ahead_of_second_token`).
 
-Each session keeps its KV state in a slot (a llama.cpp sequence of one unified cache)
-between turns, as long as the cache has cells for it. A prompt that starts like one the
-cache already holds takes that prefix's cells (shared, not copied) instead of prefilling it.
-When cells or sequences run out, the least recently used idle session's state is copied to
-RAM and written to disk by the KV store's own thread; a session that comes back is restored
-from RAM, after the store has read it from disk if it had to, so neither the eviction nor the
-restore waits for the disk on this thread.
+Each session keeps its KV state in a slot (a llama.cpp sequence, a stream of its own cells)
+between turns. A prompt that starts like one the cache already holds gets that prefix copied
+from the other sequence instead of prefilling it (a memory copy; a holder sequence keeps a
+shared prefix after its sessions leave). When sequences run out, or a session has been idle
+for PARK_AFTER_S, its state is copied to RAM and written to disk by the KV store's own thread;
+a session that comes back is restored from RAM, after the store has read it from disk if it
+had to, so neither the eviction nor the restore waits for the disk on this thread.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ from agentic.engine.batch import Batch
 from agentic.engine.kv_store import KvStore
 from agentic.engine.model import LlamaModel
 from agentic.engine.prefill import PrefillPolicy
-from agentic.engine.slots import ActiveTurn, CellLedger, Slot
+from agentic.engine.slots import ActiveTurn, Slot
 from agentic.engine.types import Done, Failed, Queued, Token, TurnEvent, TurnRequest
 from agentic.engine.window import HistoryWindow, PromptTooLong
 
@@ -39,12 +39,12 @@ log = logging.getLogger("agentic.engine")
 
 # Turns sent within this long of each other count as one burst (see _prompts_ahead_of_second_token).
 BURST_WINDOW_S = 0.05
-# A prompt takes another sequence's cells when it shares at least this many tokens with it.
+# A prompt takes another sequence's prefix when it shares at least this many tokens with it.
 MIN_SHARED_PREFIX = 16
-# Attention in a decode step spans every used cell of the unified cache, so an idle session
-# resident there slows every stream (measured: 10k idle cells made 8-stream steps 1.5x
-# slower) while parking it in RAM and restoring it costs a memory copy each way. Sessions
-# idle this long leave the cache for RAM.
+# llama.cpp decodes a step's sequences in one pass only where their ids are consecutive
+# (llama_batch_allocr::split_equal); every gap costs another pass over the weights. Idle
+# sessions leave for RAM after this long (a memory copy each way), so new turns take the
+# lowest free sequences next to the running ones.
 PARK_AFTER_S = 2.0
 # A failed llama_decode loses the turns in that step; this many in a row means the engine is broken.
 MAX_DECODE_FAILURES = 3
@@ -82,8 +82,7 @@ class Scheduler:
         self.max_active = max_active
         self.policy = policy or PrefillPolicy(None, max_active)
         self.counters = EngineCounters()
-        self.ledger = CellLedger(model.kv_cells)
-        self.slots = [Slot(seq, self.ledger) for seq in range(model.n_seq)]
+        self.slots = [Slot(seq) for seq in range(model.n_seq)]
         self.prefix_holder = self.slots[-1] if model.n_seq > 1 else None
         if self.prefix_holder is not None:
             self.prefix_holder.holder = True
@@ -218,7 +217,7 @@ class Scheduler:
                 self._dequeue(req)
                 self._emit(req, Failed("context_overflow", str(exc)))
                 continue
-            slot = self._make_room(req, slot, prompt)
+            slot = slot or self._free_slot()
             if slot is None:
                 break
             self._dequeue(req)
@@ -243,29 +242,19 @@ class Scheduler:
             return None
         return next(slot for slot in self.slots if slot.session_id == session_id)
 
-    def _make_room(self, req: TurnRequest, slot: Slot | None, prompt: list[int]) -> Slot | None:
-        """A slot for this turn, with cells for its whole prompt and reply: the session's own
-        slot, or a free one; idle sessions leave, least recently used first, until it fits."""
-        kept = min(common_prefix(slot.tokens, prompt), len(prompt) - 1) if slot is not None else 0
-        freed = self.ledger.freed_by(slot.cells[kept:]) if slot is not None else 0
-        needed = len(prompt) - kept + req.max_tokens - freed
-        idle = sorted((s for s in self.slots if s.session_id is not None and s.turn is None and s is not slot), key=lambda s: s.last_used)
-        while self._free_cells() < needed and idle:
-            self._evict(idle.pop(0))
-        if self._free_cells() < needed and self.prefix_holder is not None and self.prefix_holder.tokens:
-            self._release(self.prefix_holder)
-        if self._free_cells() < needed:
-            return None
-        if slot is not None:
-            return slot
+    def _free_slot(self) -> Slot | None:
+        """The lowest free sequence (see PARK_AFTER_S), else the least recently used idle
+        session's, which leaves for RAM. Every stream holds a whole context (the history
+        window sees to that), so a turn needs a sequence, never more cells."""
         free = next((s for s in self.slots if s.session_id is None and not s.holder), None)
-        if free is None and idle:
-            free = idle.pop(0)
-            self._evict(free)
-        return free
-
-    def _free_cells(self) -> int:
-        return self.ledger.capacity - self.ledger.used - sum(turn.cells_to_come for turn in self.active)
+        if free is not None:
+            return free
+        idle = [s for s in self.slots if s.session_id is not None and s.turn is None]
+        if not idle:
+            return None
+        lru = min(idle, key=lambda s: s.last_used)
+        self._evict(lru)
+        return lru
 
     def _park_idle(self) -> None:
         """Sessions idle for park_after_s leave the cache for RAM: all of them while no turn
@@ -329,24 +318,24 @@ class Scheduler:
     def _step(self) -> None:
         batch = self._batch
         batch.clear()
-        sequences = set()
-        prompts = self._prompts_for_step()  # first: prefixes are shared while every cell is decoded
-        for turn in self.active:
-            # A cancelled turn (stop, a stop string) ends below without decoding another token.
-            if turn.next_token is not None and not turn.req.cancelled.is_set() and not self._held(turn):
-                turn.logit_index = batch.add(turn.next_token, len(turn.slot.tokens), turn.slot.seq, True)
-                turn.slot.extend([turn.next_token])
-                turn.next_token = None
-                sequences.add(turn.slot.seq)
-        streams_running = batch.n > 0
+        prompts = self._prompts_for_step()  # first: a shared prefix is copied before its source decodes
+        # A cancelled turn (stop, a stop string) ends below without decoding another token.
+        streams = [t for t in self.active if t.next_token is not None and not t.req.cancelled.is_set() and not self._held(t)]
+        chunks: dict[int, int] = {}  # id(turn) -> prompt tokens it adds
+        room = batch.capacity - len(streams)
         for turn in prompts:
-            budget = batch.capacity - batch.n
-            if streams_running:
-                budget = min(self.prefill_chunk, budget)
-            if budget <= 0:
+            size = min(len(turn.pending), self.prefill_chunk if streams else room, room)
+            if size <= 0:
                 break
-            self._add_prompt_chunk(turn, budget)
-            sequences.add(turn.slot.seq)
+            chunks[id(turn)] = size
+            room -= size
+        # In sequence order: llama.cpp decodes a run of consecutive sequences in one pass.
+        for turn in sorted(streams + [t for t in prompts if id(t) in chunks], key=lambda t: t.slot.seq):
+            if id(turn) in chunks:
+                self._add_prompt_chunk(turn, chunks[id(turn)])
+            else:
+                self._add_next_token(turn)
+        sequences = {turn.slot.seq for turn in streams} | {turn.slot.seq for turn in prompts if id(turn) in chunks}
         if batch.n == 0:
             self._reap_cancelled()
             return
@@ -409,8 +398,8 @@ class Scheduler:
                     source, end = other, shared
         if source is None:
             return
-        self.model.seq_share(source.seq, slot.seq, have, end)
-        slot.share_from(source, end)
+        self.model.seq_copy_prefix(source.seq, slot.seq, end)
+        slot.copy_prefix(source, end)
         self._hold_prefix(source, end)
         del turn.pending[:end - have]
         turn.usage.update(cached_tokens=end, prefill_tokens=len(turn.prompt) - end, shared_tokens=end - have)
@@ -418,14 +407,13 @@ class Scheduler:
         self.counters.tokens_shared += end - have
 
     def _hold_prefix(self, source: Slot, end: int) -> None:
-        """Keep a prefix that sessions share in the holder sequence too (its cells, not a copy),
-        so the next session that starts with it finds it after these sessions have left."""
+        """Keep a prefix that sessions share in the holder sequence too, so the next session
+        that starts with it finds it after these sessions have left."""
         holder = self.prefix_holder
         if holder is None or holder is source or common_prefix(holder.tokens, source.tokens[:end]) >= end:
             return
-        self._release(holder)
-        self.model.seq_share(source.seq, holder.seq, 0, end)
-        holder.share_from(source, end)
+        self.model.seq_copy_prefix(source.seq, holder.seq, end)
+        holder.copy_prefix(source, end)
 
     @staticmethod
     def _prefix_coming(turn: ActiveTurn, ahead: list[ActiveTurn]) -> bool:
@@ -437,8 +425,13 @@ class Scheduler:
                 return True
         return False
 
-    def _add_prompt_chunk(self, turn: ActiveTurn, budget: int) -> None:
-        chunk = turn.pending[:budget]
+    def _add_next_token(self, turn: ActiveTurn) -> None:
+        turn.logit_index = self._batch.add(turn.next_token, len(turn.slot.tokens), turn.slot.seq, True)
+        turn.slot.extend([turn.next_token])
+        turn.next_token = None
+
+    def _add_prompt_chunk(self, turn: ActiveTurn, size: int) -> None:
+        chunk = turn.pending[:size]
         base = len(turn.slot.tokens)
         last = len(chunk) == len(turn.pending)
         for i, token in enumerate(chunk):

@@ -13,7 +13,7 @@ from agentic.engine.engine import SWITCH_INTERVAL_S
 from agentic.engine import scheduler as scheduler_module
 from agentic.engine.prefill import PrefillCosts, PrefillPolicy
 from agentic.engine.scheduler import ActiveTurn, Scheduler, common_prefix
-from agentic.engine.slots import CellLedger, Slot
+from agentic.engine.slots import Slot
 from tests.chat.helpers import chat_turn, open_session_socket
 from tests.conftest import make_settings, new_session
 
@@ -252,7 +252,7 @@ def test_a_fresh_stream_waits_only_for_its_own_burst():
     """Prompts sent within the window of this turn hold its second token; later ones, finished
     ones and more than a batch of prompts do not."""
     def turn(submitted: float, pending: int) -> ActiveTurn:
-        slot = Slot(seq=0, ledger=CellLedger(0))
+        slot = Slot(seq=0)
         active = ActiveTurn(req=SimpleNamespace(submitted=submitted), slot=slot, prompt=[1] * pending, pending=[1] * pending, sampler=None, usage={}, started=0.0)
         slot.turn = active
         return active

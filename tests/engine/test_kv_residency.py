@@ -124,6 +124,31 @@ def test_a_restored_state_gives_the_logits_of_one_never_evicted(tmp_path):
             assert ref.index(top) == got.index(max(got))
 
 
+def test_a_copied_prefix_gives_the_logits_of_one_prefilled_in_place():
+    """llama.cpp copies a prefix between sequences when the next decode starts, the decode that
+    also carries the source's own next token: the copy then holds what prefilling it would."""
+    model = LlamaModel(EngineSettings(model_path=bundled_model_path(), threads=2, parallel=4, ctx_per_session=1024, kv_budget_mb=64))
+    batch = Batch(model.n_batch, model.n_seq)
+    try:
+        persona = model.tokenize_chat([{"role": "system", "content": PERSONA}])[1]
+        question = model.tokenize("<|im_start|>user\nWhat is the museum called?<|im_end|>\n<|im_start|>assistant\n", special=True)
+        reference = decode(model, batch, 2, persona + question, 0)
+        own = model.tokenize("Welcome aboard.")
+        decode(model, batch, 0, persona + own, 0)
+        model.seq_copy_prefix(0, 1, len(persona))
+        batch.clear()
+        batch.add(model.tokenize(" Ahoy")[0], len(persona) + len(own), 0, False)
+        for i, token in enumerate(question):
+            batch.add(token, len(persona) + i, 1, i == len(question) - 1)
+        assert batch.decode(model.ctx) == 0
+        copied = list(llama_cpp.llama_get_logits_ith(model.ctx, batch.n - 1)[:model.n_vocab])
+    finally:
+        batch.free()
+        model.close()
+    assert max(abs(a - b) for a, b in zip(reference, copied)) < 0.05 * (max(reference) - min(reference))
+    assert reference.index(max(reference)) == copied.index(max(copied))
+
+
 def decode(model, batch, seq: int, tokens: list[int], start: int) -> list[float]:
     """Decode tokens into a sequence; the logits after the last one."""
     batch.clear()

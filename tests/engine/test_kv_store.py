@@ -3,7 +3,6 @@
 import threading
 
 from agentic.engine.kv_store import KvStore
-from agentic.engine.slots import CellLedger, Slot
 
 
 def loaded_signal(store: KvStore) -> threading.Event:
@@ -65,16 +64,3 @@ def test_a_drop_then_a_new_state_keeps_the_new_one(tmp_path):
     assert store.read("s1").state == b"new"
     store.close()
 
-
-def test_shared_cells_are_counted_once_and_freed_with_their_last_holder():
-    ledger = CellLedger(100)
-    a, b = Slot(0, ledger), Slot(1, ledger)
-    a.extend([5, 6, 7, 8])
-    b.share_from(a, 3)
-    b.extend([9])
-    assert ledger.used == 5 and b.tokens == [5, 6, 7, 9]
-    assert a.only_own_cells() == 1 and b.only_own_cells() == 1
-    a.truncate(0)
-    assert ledger.used == 4 and b.only_own_cells() == 4
-    b.truncate(1)
-    assert ledger.used == 1
