@@ -68,11 +68,22 @@ def choose_prompts_per_step(costs: PrefillCosts, waiting: int) -> int:
     one_step = costs.step(waiting)
     best, best_mean = waiting, one_step
     for m in range(1, waiting):
-        finish = [(i // m + 1) * costs.step(m) for i in range(waiting)]
+        finish = _finish_times(costs, waiting, m)
         mean = sum(finish) / waiting
         if finish[-1] <= one_step * (1 + P95_SLACK) and mean < best_mean * 0.999:
             best, best_mean = m, mean
     return best
+
+
+def _finish_times(costs: PrefillCosts, waiting: int, per_step: int) -> list[float]:
+    """When each prompt is in, `per_step` at a time (the last step holds what is left)."""
+    finish: list[float] = []
+    done_at = 0.0
+    for start in range(0, waiting, per_step):
+        size = min(per_step, waiting - start)
+        done_at += costs.step(size)
+        finish += [done_at] * size
+    return finish
 
 
 def measure_prefill_costs(model, tokens: int = 32, k: int = 4, trials: int = 3) -> PrefillCosts | None:

@@ -30,7 +30,9 @@ def test_a_fixed_cost_per_step_makes_small_groups_pay():
     assert CPU_COSTS.fixed == 0 and round(MIXED_COSTS.fixed, 3) == 0.02
     assert choose_prompts_per_step(MIXED_COSTS, 8) == 4
     assert choose_prompts_per_step(MIXED_COSTS, 16) == 4  # 4 steps: 1.36 s against 1.30 s in one
-    assert choose_prompts_per_step(PrefillCosts(one=0.0964, several=0.3652, k=4, tokens=32), 8) == 2  # this CPU, quiet
+    quiet_cpu = PrefillCosts(one=0.0964, several=0.3652, k=4, tokens=32)  # this CPU, quiet
+    assert choose_prompts_per_step(quiet_cpu, 8) == 2
+    assert choose_prompts_per_step(quiet_cpu, 7) == 2  # the last step holds one: 0.65 s against 0.63 s in one batch
 
 
 def test_without_a_measurement_prompts_go_one_per_step():
