@@ -20,9 +20,8 @@ from agentic.engine.self_check import checked_decode
 
 log = logging.getLogger("agentic.engine")
 
-# How much later than in one batch the last prompt of a burst may get its first token. Each
-# step beyond the first costs its fixed part (the model measures it), and a little more than
-# measured: a CPU computes a big batch a little faster per token than small ones.
+# How much later than in one batch the last prompt of a burst may get its first token (each
+# step beyond the first adds the step's fixed cost, which the engine measures).
 P95_SLACK = 0.05
 
 SAMPLE_TEXT = "The lighthouse keeper climbed the stairs at dusk, counting each step as the sea below grew dark and loud. "
