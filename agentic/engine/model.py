@@ -39,13 +39,19 @@ def _backend_init() -> None:
 
 # llama.cpp's limit on sequence ids (LLAMA_MAX_SEQ).
 MAX_SEQUENCES = 256
+# llama.cpp rounds each sequence's stream up to a multiple of this many cells.
+STREAM_CELLS_MULTIPLE = 256
+
+
+def stream_cells(ctx_per_session: int) -> int:
+    return -(-ctx_per_session // STREAM_CELLS_MULTIPLE) * STREAM_CELLS_MULTIPLE
 
 
 def sequences_for(budget_cells: int, ctx_per_session: int, parallel: int, n_batch: int) -> int:
-    """How many sequences (each a stream of ctx_per_session cells) the cache has: as many as the
-    budget holds, and never fewer than the turns decoded together plus the prefix holder
-    (llama.cpp reserves an output row per sequence within the batch: never more than its size)."""
-    return min(MAX_SEQUENCES, n_batch, max(parallel + 1, budget_cells // ctx_per_session))
+    """How many sequences (each a stream of cells for one session's context) the cache has: as
+    many as the budget holds, and never fewer than the turns decoded together plus the prefix
+    holder (llama.cpp reserves an output row per sequence within the batch: never more than its size)."""
+    return min(MAX_SEQUENCES, n_batch, max(parallel + 1, budget_cells // stream_cells(ctx_per_session)))
 
 
 def gpu_offload_supported() -> bool:
@@ -71,7 +77,7 @@ class LlamaModel:
         self.n_ctx_seq = settings.ctx_per_session
         self.n_batch = settings.batch_size
         cparams = llama_cpp.llama_context_default_params()
-        cparams.n_ctx = self.n_seq * settings.ctx_per_session
+        cparams.n_ctx = self.n_seq * stream_cells(settings.ctx_per_session)
         cparams.n_batch = settings.batch_size
         cparams.n_ubatch = settings.batch_size
         cparams.n_seq_max = self.n_seq
