@@ -330,12 +330,13 @@ class Scheduler:
             chunks[id(turn)] = size
             room -= size
         # In sequence order: llama.cpp decodes a run of consecutive sequences in one pass.
-        for turn in sorted(streams + [t for t in prompts if id(t) in chunks], key=lambda t: t.slot.seq):
+        in_step = sorted(streams + [t for t in prompts if id(t) in chunks], key=lambda t: t.slot.seq)
+        for turn in in_step:
             if id(turn) in chunks:
                 self._add_prompt_chunk(turn, chunks[id(turn)])
             else:
                 self._add_next_token(turn)
-        sequences = {turn.slot.seq for turn in streams} | {turn.slot.seq for turn in prompts if id(turn) in chunks}
+        sequences = {turn.slot.seq for turn in in_step}
         if batch.n == 0:
             self._reap_cancelled()
             return

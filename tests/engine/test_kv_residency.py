@@ -196,3 +196,26 @@ async def test_parking_and_restoring_never_stall_a_running_stream(aiohttp_client
     stream_steps = [i for i, step in enumerate(steps) if seq in step]
     assert stream_steps and stream_steps == list(range(stream_steps[0], stream_steps[-1] + 1))  # no step without it
     assert "inference" not in io_threads and io_threads.count("kv-store-io") >= 4  # 2 reads back, 2+ writes
+
+
+async def test_a_new_turn_takes_the_lowest_free_sequence_and_steps_go_in_sequence_order(aiohttp_client, tmp_path):
+    """llama.cpp decodes a run of consecutive sequences in one pass: a new session takes the
+    sequence a deleted one freed, and a prompt on a lower sequence than a running stream's goes
+    into the batch before that stream's token."""
+    client = await started_app(aiohttp_client, tmp_path, park_after_s=1e9)
+    scheduler = client.app[keys.engine_key].scheduler
+    sids = [(await new_session(client, settings={"ignore_eos": True}))["session_id"] for _ in range(3)]
+    for sid in sids:
+        await reply(client, sid, "Hi.", max_tokens=2)
+    assert [scheduler._resident_slot(sid).seq for sid in sids] == [0, 1, 2]
+    assert (await client.delete(f"/sessions/{sids[1]}")).status == 200
+    newcomer = (await new_session(client, settings={"ignore_eos": True}))["session_id"]
+    steps = recording_steps(scheduler)
+    running = asyncio.create_task(reply(client, sids[2], "Tell me a long story.", max_tokens=40))
+    while not any(2 in step for step in steps):
+        await asyncio.sleep(0.005)
+    await reply(client, newcomer, "Hello there.", max_tokens=4)
+    await running
+    assert scheduler._resident_slot(newcomer).seq == 1
+    assert any(list(step) == [1, 2] for step in steps)  # the newcomer's prompt beside the stream, in order
+    assert all(list(step) == sorted(step) for step in steps)
