@@ -7,6 +7,9 @@ Scenarios:
              (one turn each) exist before the measured rounds, and every round N new sessions
              with prompts no server has seen send one turn each at the same moment
   empty      every round starts from empty slots (its sessions are deleted afterwards)
+  steady     a team at work: N people each send --steady-turns turns, each after a pause
+             (exponential, mean 1 s) and with a reply of 16-128 tokens (seeded: every peer gets
+             the same people), so turns start and end at all times; earlier rounds' sessions stay
   shared     8 sessions whose conversations start with one 500-token system prompt (one such
              session ran before), one turn each at the same moment
   turns      turn-10 vs turn-1 TTFT, 8 sessions interleaving 10 turns each
@@ -31,6 +34,7 @@ import argparse
 import asyncio
 import json
 import os
+import random
 import statistics
 import tempfile
 import time
@@ -72,6 +76,8 @@ def shared_conversation() -> list[dict[str, str]]:
 
 CTX_PER_SEQ = 1024
 TURNS_CTX_PER_SEQ = 2048  # the product's default: ten turns fit without trimming
+STEADY_PAUSE_S = 1.0
+STEADY_REPLY_TOKENS = (16, 128)
 THREADS = 2
 
 
@@ -202,11 +208,12 @@ async def engine_stats(http: aiohttp.ClientSession, base: str) -> dict:
 def engine_profile(before: dict, after: dict, seconds: float) -> str:
     """The round's wall time split: inside llama_decode, waiting for the event loop to take a
     step's events, the rest of the inference thread's work, and time it had no turn to run."""
-    delta = {key: after[key] - before[key] for key in ("decode_s", "handoff_s", "busy_s", "steps")}
+    delta = {key: after.get(key, 0) - before.get(key, 0) for key in ("decode_s", "handoff_s", "busy_s", "steps", "turns_moved")}
     other = delta["busy_s"] - delta["decode_s"] - delta["handoff_s"]
     idle = seconds - delta["busy_s"]
     return (f"{delta['steps']} steps, decode {delta['decode_s'] / seconds:.0%}, handoff {delta['handoff_s'] / seconds:.0%}, "
-            f"scheduler {other / seconds:.0%}, no turn {idle / seconds:.0%}, {delta['decode_s'] * 1000 / max(1, delta['steps']):.1f} ms/decode")
+            f"scheduler {other / seconds:.0%}, no turn {idle / seconds:.0%}, {delta['decode_s'] * 1000 / max(1, delta['steps']):.1f} ms/decode, "
+            f"{delta['turns_moved']} turns moved")
 
 
 # -- OpenAI-style peers ---------------------------------------------------------------------------------
@@ -256,67 +263,117 @@ def eog_bias(model_path: Path) -> dict[str, float]:
         model.close()
 
 
-# -- turn-10 vs turn-1 ---------------------------------------------------------------------------------
+# -- people who stay: turns one after another ----------------------------------------------------------
+@dataclass(frozen=True)
+class Plan:
+    """One person's turns: the pause before each and its reply's length (every peer gets the same plans)."""
+    pauses: list[float]
+    lengths: list[int]
+
+
+def turns_plans(sessions: int, turns: int, reply_tokens: int) -> list[Plan]:
+    """Turn-10 vs turn-1: every person sends the next turn as soon as the reply is in."""
+    return [Plan([0.0] * turns, [reply_tokens] * turns) for _ in range(sessions)]
+
+
+def steady_plans(people: int, turns: int, seed: int = 7) -> list[Plan]:
+    """A team at work: each person reads a reply for a while (exponential, mean STEADY_PAUSE_S)
+    before the next turn, and replies differ in length, so turns start and end at all times."""
+    rng = random.Random(seed)
+    return [Plan([rng.expovariate(1 / STEADY_PAUSE_S) for _ in range(turns)], [rng.randint(*STEADY_REPLY_TOKENS) for _ in range(turns)])
+            for _ in range(people)]
+
+
+@dataclass
+class TurnsRun:
+    ttft: dict[int, list[float]]  # by turn number
+    prefilled: dict[int, list[int]]  # agentic: the prompt tokens each turn computed (the rest came from the cache)
+    tokens: int = 0
+    seconds: float = 0.0
+    profile: str = ""
+
+    @classmethod
+    def of(cls, plans: list[Plan]) -> "TurnsRun":
+        turns = range(1, len(plans[0].lengths) + 1)
+        return cls({t: [] for t in turns}, {t: [] for t in turns})
+
+    def result(self, peer: str) -> Result:
+        return Result(peer, len(self.ttft[1]), self.tokens, self.seconds, [ms for turn in self.ttft.values() for ms in turn], self.profile)
+
+
 def turn_message(turn: int) -> str:
     """A message no session has sent before (as in every scenario), so turn 1 is not one prefix all
     sessions share and turn 10 is not measured against a turn 1 that prefilled once for eight."""
     return f"{unique()} Turn {turn}: tell me one more fact about lighthouses."
 
 
-async def interleaved_turns_agentic(base: str, sessions: int, turns: int, reply_tokens: int,
-                                    prefilled: dict[int, list[int]]) -> dict[int, list[float]]:
-    """Each turn's TTFT; `prefilled` gets the prompt tokens each turn computed (the rest came from the cache)."""
-    ttft: dict[int, list[float]] = {t: [] for t in range(1, turns + 1)}
-    prefilled.update({t: [] for t in range(1, turns + 1)})
+async def people_agentic(base: str, plans: list[Plan]) -> TurnsRun:
+    """Each plan is a person with a session of their own, each turn a WebSocket chat message."""
+    run = TurnsRun.of(plans)
     async with aiohttp.ClientSession() as http:
-        async def one() -> None:
-            async with http.post(f"{base}/sessions", json={"settings": {"ignore_eos": True, "max_tokens": reply_tokens}}) as resp:
+        before = await engine_stats(http, base)
+
+        async def one(plan: Plan) -> None:
+            async with http.post(f"{base}/sessions", json={"settings": {"ignore_eos": True}}) as resp:
                 sid = (await resp.json())["session_id"]
             async with http.ws_connect(f"{base.replace('http', 'ws')}/ws?session_id={sid}") as ws:
                 await ws.receive_json()
-                for turn in range(1, turns + 1):
+                for turn, (pause, length) in enumerate(zip(plan.pauses, plan.lengths), start=1):
+                    await asyncio.sleep(pause)
                     sent = time.perf_counter()
-                    await ws.send_json({"type": "chat", "content": turn_message(turn)})
+                    await ws.send_json({"type": "chat", "content": turn_message(turn), "max_tokens": length})
                     first = None
                     while True:
                         frame = await ws.receive_json()
                         if frame["type"] == "token" and first is None:
                             first = time.perf_counter()
-                            ttft[turn].append((first - sent) * 1000)
+                            run.ttft[turn].append((first - sent) * 1000)
                         if frame["type"] in ("done", "error"):
-                            prefilled[turn].append((frame.get("usage") or {}).get("prefill_tokens", 0))
+                            usage = frame.get("usage") or {}
+                            run.prefilled[turn].append(usage.get("prefill_tokens", 0))
+                            run.tokens += usage.get("completion_tokens", 0)
                             break
-        await asyncio.gather(*(one() for _ in range(sessions)))
-    return ttft
+        start = time.perf_counter()
+        await asyncio.gather(*(one(plan) for plan in plans))
+        run.seconds = time.perf_counter() - start
+        run.profile = engine_profile(before, await engine_stats(http, base), run.seconds)
+    return run
 
 
-async def interleaved_turns_openai(base: str, sessions: int, turns: int, reply_tokens: int) -> dict[int, list[float]]:
-    ttft: dict[int, list[float]] = {t: [] for t in range(1, turns + 1)}
+async def people_openai(base: str, plans: list[Plan]) -> TurnsRun:
+    """Each plan is a person whose whole history goes with every turn (llama-server keeps it in a slot)."""
+    run = TurnsRun.of(plans)
     # force_close: llama-server drops idle keep-alive connections, which aiohttp would try to reuse
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=3600), connector=aiohttp.TCPConnector(force_close=True)) as http:
-        async def one() -> None:
+        async def one(plan: Plan) -> None:
             history: list[dict] = []
-            for turn in range(1, turns + 1):
+            for turn, (pause, length) in enumerate(zip(plan.pauses, plan.lengths), start=1):
+                await asyncio.sleep(pause)
                 history.append({"role": "user", "content": turn_message(turn)})
-                body = {"messages": history, "max_tokens": reply_tokens, "stream": True, "ignore_eos": True, "cache_prompt": True,
+                body = {"messages": history, "max_tokens": length, "stream": True, "ignore_eos": True, "cache_prompt": True,
                         "temperature": 0.7, "top_p": 0.95, "top_k": 40}
-                sent, text = time.perf_counter(), ""
+                sent, pieces = time.perf_counter(), []
                 async for delta in content_deltas(http, base, body):
-                    if not text:
-                        ttft[turn].append((time.perf_counter() - sent) * 1000)
-                    text += delta
-                history.append({"role": "assistant", "content": text})
-        await asyncio.gather(*(one() for _ in range(sessions)))
-    return ttft
+                    if not pieces:
+                        run.ttft[turn].append((time.perf_counter() - sent) * 1000)
+                    pieces.append(delta)
+                run.tokens += len(pieces)
+                history.append({"role": "assistant", "content": "".join(pieces)})
+        start = time.perf_counter()
+        await asyncio.gather(*(one(plan) for plan in plans))
+        run.seconds = time.perf_counter() - start
+    return run
 
 
 # -- orchestration -------------------------------------------------------------------------------------
-def agentic_server(n: int, data_dir: str, ctx_per_seq: int = CTX_PER_SEQ):
+def agentic_server(n: int, data_dir: str, ctx_per_seq: int = CTX_PER_SEQ, src: Path | None = None):
+    """This tree's server, or the one in `src` (another checkout)."""
     port = free_port()
     env = {"N_PARALLEL": str(n), "CTX_PER_SESSION": str(ctx_per_seq), "N_THREADS": str(THREADS), "LOG_FORMAT": "plain", "MAX_QUEUE": "256",
-           **UNLIMITED_SESSIONS}  # the bench creates its sessions from one address, in a burst
+           **UNLIMITED_SESSIONS, **({"PYTHONPATH": str(src)} if src else {})}  # the bench creates its sessions from one address, in a burst
     log = Path(data_dir) / "server.log"
-    return port, process([PYTHON, "-m", "agentic", "serve", "--port", str(port), "--data-dir", data_dir], f"http://127.0.0.1:{port}/health", env, log)
+    cmd = [PYTHON, "-P", "-m", "agentic", "serve", "--port", str(port), "--data-dir", data_dir]  # -P: PYTHONPATH's agentic, not the cwd's
+    return port, process(cmd, f"http://127.0.0.1:{port}/health", env, log)
 
 
 def llama_server_binary() -> Path:
@@ -344,33 +401,46 @@ def measure_side_by_side(model: Path, n: int, args: argparse.Namespace, scenario
     drifts faster or slower over minutes shifts every peer alike."""
     keep = scenario in ("realistic", "shared")
     make = shared_conversation if scenario == "shared" else conversation
+    ctx_per_seq = TURNS_CTX_PER_SEQ if scenario == "steady" else CTX_PER_SEQ
+    plans = [steady_plans(n, args.steady_turns, seed=r) for r in range(args.rounds)]  # round r: the same people for every peer
     rounds: dict[str, list[Result]] = {}
     with ExitStack() as stack:
         data = stack.enter_context(tempfile.TemporaryDirectory())
-        port, server = agentic_server(n, data)
+        port, server = agentic_server(n, data, ctx_per_seq)
         stack.enter_context(server)
         agentic = f"http://127.0.0.1:{port}"
-        peers = {"agentic": lambda: asyncio.run(agentic_round(agentic, n, args.tokens, keep, make))}
+        peers = {"agentic": lambda r: asyncio.run(agentic_round(agentic, n, args.tokens, keep, make))}
         prepare = [lambda: asyncio.run(agentic_round(agentic, 1, 8, keep, make))]  # warm-up; in `shared`, the session that ran before
         if scenario == "empty":
-            peers = {"raw": lambda: raw_ceiling(model, n, args.tokens), **peers}
+            peers = {"raw": lambda r: raw_ceiling(model, n, args.tokens), **peers}
         if scenario == "openai":
-            peers = {"agentic-v1": lambda: asyncio.run(agentic_openai_round(agentic, n, args.tokens))}
+            peers = {"agentic-v1": lambda r: asyncio.run(agentic_openai_round(agentic, n, args.tokens))}
+        if scenario == "steady":
+            peers = {"agentic": lambda r: asyncio.run(people_agentic(agentic, plans[r])).result("agentic")}
+            if args.server_src:
+                other_data = stack.enter_context(tempfile.TemporaryDirectory())
+                port, server = agentic_server(n, other_data, ctx_per_seq, src=args.server_src)
+                stack.enter_context(server)
+                other = f"http://127.0.0.1:{port}"
+                prepare.append(lambda: asyncio.run(agentic_round(other, 1, 8, keep, make)))
+                peers["agentic-src"] = lambda r: asyncio.run(people_agentic(other, plans[r])).result("agentic-src")
         if have_peers:
-            port, server = llama_server(n, model)
+            port, server = llama_server(n, model, ctx_per_seq)
             stack.enter_context(server)
             llama = f"http://127.0.0.1:{port}"
             prepare.append(lambda: asyncio.run(openai_round("llama-srv", llama, 1, 8, {"ignore_eos": True}, make)))
-            peers["llama-srv"] = lambda: asyncio.run(openai_round("llama-srv", llama, n, args.tokens, {"ignore_eos": True}, make))
+            peers["llama-srv"] = lambda r: asyncio.run(openai_round("llama-srv", llama, n, args.tokens, {"ignore_eos": True}, make))
+            if scenario == "steady":
+                peers["llama-srv"] = lambda r: asyncio.run(people_openai(llama, plans[r])).result("llama-srv")
         for step in prepare:
             step()
         if scenario == "realistic":  # the team's earlier sessions, idle when the measured rounds start
             asyncio.run(agentic_round(agentic, args.idle, 8, keep=True))
             if have_peers:
                 asyncio.run(openai_round("llama-srv", llama, args.idle, 8, {"ignore_eos": True}))
-        for _ in range(args.rounds):
+        for r in range(args.rounds):
             for peer, one_round in peers.items():
-                rounds.setdefault(peer, []).append(one_round())
+                rounds.setdefault(peer, []).append(one_round(r))
     if scenario == "empty" and have_peers and n <= args.lcp_max_n:  # one round: it serves one request at a time
         port, server = lcp_server(model)
         with server:
@@ -395,16 +465,16 @@ def turns_table(model: Path, args: argparse.Namespace, have_peers: bool) -> str:
         tokens = [f"{sum(prefilled[t]) // len(prefilled[t])}" if prefilled else "-" for t in (1, args.turns)]
         return [peer, round(first), round(last), f"{last / first:.2f}x", *tokens]
 
+    plans = turns_plans(8, args.turns, args.turn_tokens)
     with tempfile.TemporaryDirectory() as data:
         port, server = agentic_server(8, data, ctx_per_seq=TURNS_CTX_PER_SEQ)
         with server:
-            prefilled: dict[int, list[int]] = {}
-            ttft = asyncio.run(interleaved_turns_agentic(f"http://127.0.0.1:{port}", 8, args.turns, args.turn_tokens, prefilled))
-            rows.append(row("agentic", ttft, prefilled))
+            run = asyncio.run(people_agentic(f"http://127.0.0.1:{port}", plans))
+            rows.append(row("agentic", run.ttft, run.prefilled))
     if have_peers:
         port, server = llama_server(8, model, ctx_per_seq=TURNS_CTX_PER_SEQ)
         with server:
-            rows.append(row("llama-srv", asyncio.run(interleaved_turns_openai(f"http://127.0.0.1:{port}", 8, args.turns, args.turn_tokens))))
+            rows.append(row("llama-srv", asyncio.run(people_openai(f"http://127.0.0.1:{port}", plans)).ttft))
     return table(["peer", "turn-1 TTFT p50 ms", f"turn-{args.turns} TTFT p50 ms", "ratio", "turn-1 tokens prefilled", f"turn-{args.turns} prefilled"], rows)
 
 
@@ -495,6 +565,8 @@ TITLES = {
     "empty": "Empty slots: every round's sessions are deleted after it",
     "shared": "Shared system prompt (~500 tokens), one such session ran before, new sessions each round",
     "openai": "Streamed /v1/chat/completions: agentic (each session's own turn) vs llama-server, new sessions each round",
+    "steady": "Steady: N people each send {steady_turns} turns, pausing {pause:.0f} s on average before each, replies of {replies[0]}-{replies[1]} tokens; "
+              "earlier rounds' sessions stay; tok/s over the round, TTFT over all its turns",
 }
 
 
@@ -512,9 +584,12 @@ def run(args: argparse.Namespace) -> None:
             summaries.update({(peer, n): Summary.of(results) for peer, results in rounds.items()})
             print(f"{scenario} N={n}: " + "; ".join(f"{peer} {[round(r.tok_s, 1) for r in rs]} tok/s, p95 {[round(percentile(r.ttft_ms, 95)) for r in rs]} ms"
                                                    for peer, rs in rounds.items()), flush=True)
-            for r in rounds.get("agentic", []):
-                print(f"  agentic profile: {r.profile}", flush=True)
-        print(f"\n{TITLES[scenario].format(idle=args.idle)}; {args.tokens}-token replies, {THREADS} threads ({os.cpu_count()} cores), medians over rounds")
+            for peer in ("agentic", "agentic-src"):
+                for r in rounds.get(peer, []):
+                    print(f"  {peer} profile: {r.profile}", flush=True)
+        replies = "" if scenario == "steady" else f"; {args.tokens}-token replies"
+        title = TITLES[scenario].format(idle=args.idle, steady_turns=args.steady_turns, pause=STEADY_PAUSE_S, replies=STEADY_REPLY_TOKENS)
+        print(f"\n{title}{replies}, {THREADS} threads ({os.cpu_count()} cores), medians over rounds")
         print(throughput_table(summaries), flush=True)
     if "turns" in args.scenarios and args.turns:
         print(f"\nTurn-{args.turns} vs turn-1 TTFT, 8 sessions interleaving, {args.turn_tokens}-token replies")
@@ -530,9 +605,11 @@ def main() -> None:
     parser.add_argument("--n", type=int, nargs="+", default=[8, 16])
     parser.add_argument("--tokens", type=int, default=128)
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--scenarios", nargs="+", default=["realistic", "empty", "shared", "turns"], choices=["realistic", "empty", "shared", "turns", "openai", "file"])
+    parser.add_argument("--scenarios", nargs="+", default=["realistic", "steady", "empty", "shared", "turns"],
+                        choices=["realistic", "steady", "empty", "shared", "turns", "openai", "file"])
     parser.add_argument("--file-sessions", type=int, default=3, help="sessions in the file scenario")
-    parser.add_argument("--server-src", type=Path, help="file scenario: also measure the agentic of this checkout (e.g. an earlier commit's, from git archive)")
+    parser.add_argument("--server-src", type=Path, help="file and steady scenarios: also measure the agentic of this checkout (e.g. an earlier commit's, from git archive)")
+    parser.add_argument("--steady-turns", type=int, default=6, help="turns each person sends in the steady scenario")
     parser.add_argument("--idle", type=int, default=50, help="idle sessions before the realistic scenario's measured rounds")
     parser.add_argument("--lcp-max-n", type=int, default=8, help="largest N to run llama_cpp.server at (it serves one request at a time)")
     parser.add_argument("--turns", type=int, default=10)

@@ -179,6 +179,7 @@ class Engine:
             "prefix_shares": c.prefix_shares,
             "tokens_shared": c.tokens_shared,
             "max_prompts_in_step": c.max_prompts_in_step,
+            "turns_moved": c.turns_moved,
             "decode_s": round(c.decode_s, 3),
             "handoff_s": round(c.handoff_s, 3),
             "busy_s": round(c.busy_s, 3),

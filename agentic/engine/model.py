@@ -202,6 +202,12 @@ class LlamaModel:
         llama_cpp.llama_memory_seq_cp(self.memory, src, dst, -1, -1)
         llama_cpp.llama_memory_seq_rm(self.memory, dst, end, -1)
 
+    def seq_move(self, src: int, dst: int) -> None:
+        """Move sequence `src` to `dst`, whose stream it replaces. As with a prefix copy, llama.cpp
+        copies the stream at the start of the next decode."""
+        llama_cpp.llama_memory_seq_cp(self.memory, src, dst, -1, -1)
+        llama_cpp.llama_memory_seq_rm(self.memory, src, -1, -1)
+
     def seq_state(self, seq: int) -> bytes:
         size = llama_cpp.llama_state_seq_get_size(self.ctx, seq)
         buf = (ctypes.c_uint8 * size)()

@@ -30,6 +30,13 @@ class Slot:
     def truncate(self, keep: int) -> None:
         del self.tokens[keep:]
 
+    def take_session(self, source: "Slot") -> None:
+        """Hold `source`'s session, tokens and turn (the cache moved its stream here); `source` is left free."""
+        self.session_id, self.tokens, self.last_used, self.turn = source.session_id, source.tokens, source.last_used, source.turn
+        source.session_id, source.tokens, source.turn = None, [], None
+        if self.turn is not None:
+            self.turn.slot = self
+
     def copy_prefix(self, source: "Slot", end: int) -> None:
         """Hold `source`'s first `end` tokens (this slot's own ones, if any, are their start)."""
         self.tokens[:] = source.tokens[:end]

@@ -219,3 +219,67 @@ async def test_a_new_turn_takes_the_lowest_free_sequence_and_steps_go_in_sequenc
     assert scheduler._resident_slot(newcomer).seq == 1
     assert any(list(step) == [1, 2] for step in steps)  # the newcomer's prompt beside the stream, in order
     assert all(list(step) == sorted(step) for step in steps)
+
+
+def test_a_moved_sequence_gives_the_logits_it_had_in_place():
+    """A sequence moved to another stream (to close a gap between running turns) decodes its
+    next tokens beside another sequence's exactly as it would have where it was."""
+    model = LlamaModel(EngineSettings(model_path=bundled_model_path(), threads=2, parallel=4, ctx_per_session=1024, kv_budget_mb=64))
+    batch = Batch(model.n_batch, model.n_seq)
+    prompt = model.tokenize_chat([{"role": "user", "content": "Tell me about tides."}])[1]
+    follow = model.tokenize(" They rise and fall twice a day.")
+    try:
+        runs = []
+        for moved_to in (None, 1):
+            for seq in (0, 2):
+                decode(model, batch, seq, prompt, 0)
+            if moved_to is not None:
+                model.seq_move(2, moved_to)
+            seq = 2 if moved_to is None else moved_to
+            runs.append([decode_beside(model, batch, 0, seq, token, len(prompt) + i) for i, token in enumerate(follow)])
+            for s in range(model.n_seq):
+                model.seq_truncate(s, 0)
+    finally:
+        batch.free()
+        model.close()
+    for in_place, moved in zip(*runs):
+        assert max(abs(a - b) for a, b in zip(in_place, moved)) <= 1e-3 * (max(in_place) - min(in_place))
+
+
+def decode_beside(model, batch, other: int, seq: int, token: int, pos: int) -> list[float]:
+    """One token for `other` and one for `seq`, decoded together; the logits after `seq`'s."""
+    batch.clear()
+    batch.add(token, pos, other, False)
+    batch.add(token, pos, seq, True)
+    assert batch.decode(model.ctx) == 0
+    return list(llama_cpp.llama_get_logits_ith(model.ctx, 1)[:model.n_vocab])
+
+
+async def test_a_turn_moves_down_into_a_gap_and_keeps_its_state(aiohttp_client, tmp_path):
+    """Two turns start on sequences 0 and 2 while an idle session holds 1: that session leaves for
+    RAM and the turn on 2 moves to 1 before a step, so every step decodes one run of sequences.
+    The moved turn answers as it does where no gap ever was, and its next turn finds its cells."""
+    client = await started_app(aiohttp_client, tmp_path, park_after_s=1e9)
+    scheduler = client.app[keys.engine_key].scheduler
+    sids = [(await new_session(client, settings={**GREEDY, "ignore_eos": True}))["session_id"] for _ in range(3)]
+    for sid in sids:
+        await reply(client, sid, "Hi.", max_tokens=2)
+    assert [scheduler._resident_slot(sid).seq for sid in sids] == [0, 1, 2]
+    steps = recording_steps(scheduler)
+    first, moved = await asyncio.gather(reply(client, sids[0], "Count to ten.", max_tokens=24),
+                                        reply(client, sids[2], "Tell me about tides.", max_tokens=24))
+    assert scheduler.counters.turns_moved == 1
+    assert scheduler._resident_slot(sids[2]).seq == 1 and sids[1] not in scheduler.resident and scheduler.kv.in_ram(sids[1])
+    assert [0, 1] in [sorted(step) for step in steps]
+    assert all(sorted(step) == list(range(min(step), max(step) + 1)) for step in steps)  # one run each
+    later = await reply(client, sids[2], "Why?", max_tokens=4)
+    assert later["usage"]["cached_tokens"] >= moved["usage"]["prompt_tokens"] and not later["usage"]["restored_state"]
+    assert (await reply(client, sids[1], "Hello again.", max_tokens=2))["usage"]["restored_state"]
+
+    reference = await started_app(aiohttp_client, tmp_path / "reference", park_after_s=1e9)
+    ref_sids = [(await new_session(reference, settings={**GREEDY, "ignore_eos": True}))["session_id"] for _ in range(2)]
+    for sid in ref_sids:
+        await reply(reference, sid, "Hi.", max_tokens=2)
+    _, in_place = await asyncio.gather(reply(reference, ref_sids[0], "Count to ten.", max_tokens=24),
+                                       reply(reference, ref_sids[1], "Tell me about tides.", max_tokens=24))
+    assert moved["message"]["content"] == in_place["message"]["content"]
