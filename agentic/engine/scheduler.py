@@ -40,6 +40,12 @@ log = logging.getLogger("agentic.engine")
 
 # Turns sent within this long of each other count as one burst (see _prompts_ahead_of_second_token).
 BURST_WINDOW_S = 0.05
+# The most prompt tokens of its burst a turn's second token waits for: llama-server's default
+# batch, all of which it decodes before a running slot's next token. (Held to one 512-token
+# batch, a burst of 16 let its first turns decode between its prompts, and a step holding a
+# prompt on sequence 11 beside tokens on 0-2 took two passes: a burst's last first token 9 %
+# later.)
+BURST_HOLD_TOKENS = 2048
 # A prompt takes another sequence's prefix when it shares at least this many tokens with it.
 MIN_SHARED_PREFIX = 16
 # llama.cpp decodes a step's sequences in one pass only where their ids are consecutive
@@ -279,11 +285,16 @@ class Scheduler:
         if slot.session_id is not None and slot.tokens and slot.seq not in self._copies_pending:
             self.kv.put(slot.session_id, slot.tokens, self.model.seq_state(slot.seq))
             self.counters.evictions += 1
-        self._release(slot)
+        self._release(slot, keep_cells=slot.seq not in self._copies_pending)
 
-    def _release(self, slot: Slot) -> None:
-        self.model.seq_truncate(slot.seq, 0)
-        slot.truncate(0)
+    def _release(self, slot: Slot, keep_cells: bool = False) -> None:
+        """Free the slot. Cells it keeps stay there for the next session that takes it, which
+        computes only what its prompt does not share with them, as with llama-server's slots:
+        every prompt starts with the chat template's opening (6 of a 41-token first prompt)."""
+        slot.former_session = slot.session_id if keep_cells else None
+        if not keep_cells:
+            self.model.seq_truncate(slot.seq, 0)
+            slot.truncate(0)
         self.resident.discard(slot.session_id)
         slot.session_id = None
 
@@ -294,6 +305,7 @@ class Scheduler:
         saved = self.kv.take(session_id)
         if saved is None:
             return False
+        slot.truncate(0)  # loading a state replaces what the sequence held
         if not saved.tokens or common_prefix(saved.tokens, prompt) == 0 or not self.model.load_seq_state(slot.seq, saved.state):
             self.model.seq_truncate(slot.seq, 0)
             return False
@@ -304,7 +316,7 @@ class Scheduler:
     def _start_turn(self, req: TurnRequest, slot: Slot, prompt: list[int], trimmed: int) -> None:
         restored = False
         if slot.session_id != req.session_id:
-            slot.session_id = req.session_id
+            slot.session_id, slot.former_session = req.session_id, None
             self.resident.add(req.session_id)
             restored = self._restore(slot, req.session_id, prompt)
         reuse = min(common_prefix(slot.tokens, prompt), len(prompt) - 1)  # the last prompt token must be decoded for logits
@@ -402,12 +414,12 @@ class Scheduler:
         """On CPU a decoded token costs about what a prompt token does, so every decode
         step run before the last prompt of a burst (turns sent at the same moment) is in
         delays that prompt's first token. A turn that has just got its first token therefore
-        lets the rest of its burst go first, up to one batch of prompts; streams that were
-        running before never wait, and turns sent later do not hold it back (holding behind
-        them too bunches steady traffic into bursts: measured, turn-10 TTFT got worse)."""
+        lets the rest of its burst go first, up to BURST_HOLD_TOKENS of prompts; streams that
+        were running before never wait, and turns sent later do not hold it back (holding
+        behind them too bunches steady traffic into bursts: measured, turn-10 TTFT got worse)."""
         burst_end = turn.req.submitted + BURST_WINDOW_S
         ahead = [t for t in self.active if t is not turn and t.prefilling and t.req.submitted <= burst_end]
-        return ahead if sum(len(t.pending) for t in ahead) <= self._batch.capacity else []
+        return ahead if sum(len(t.pending) for t in ahead) <= BURST_HOLD_TOKENS else []
 
     def _prompts_for_step(self) -> list[ActiveTurn]:
         """The prompts that go into this step, oldest first, as many as the policy picks for
@@ -558,7 +570,7 @@ class Scheduler:
             self._dequeue(req)
             self._emit(req, Done.before_start())
         for slot in self.slots:
-            if slot.session_id == session_id:
+            if session_id in (slot.session_id, slot.former_session):
                 if slot.turn is not None:
                     self._finish(slot.turn, "cancelled")
                 self._release(slot)

@@ -23,6 +23,8 @@ class Slot:
     turn: "ActiveTurn | None" = None
     # Holds a prompt prefix that sessions shared, so it outlives them (no session of its own).
     holder: bool = False
+    # A free slot's cells are this session's, left for the next session to reuse what it shares with them.
+    former_session: str | None = None
 
     def extend(self, tokens: list[int]) -> None:
         self.tokens.extend(tokens)
@@ -33,7 +35,8 @@ class Slot:
     def take_session(self, source: "Slot") -> None:
         """Hold `source`'s session, tokens and turn (the cache moved its stream here); `source` is left free."""
         self.session_id, self.tokens, self.last_used, self.turn = source.session_id, source.tokens, source.last_used, source.turn
-        source.session_id, source.tokens, source.turn = None, [], None
+        self.former_session = None
+        source.session_id, source.tokens, source.turn, source.former_session = None, [], None, None
         if self.turn is not None:
             self.turn.slot = self
 

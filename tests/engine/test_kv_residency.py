@@ -283,3 +283,24 @@ async def test_a_turn_moves_down_into_a_gap_and_keeps_its_state(aiohttp_client, 
     _, in_place = await asyncio.gather(reply(reference, ref_sids[0], "Count to ten.", max_tokens=24),
                                        reply(reference, ref_sids[1], "Tell me about tides.", max_tokens=24))
     assert moved["message"]["content"] == in_place["message"]["content"]
+
+
+async def test_a_freed_sequence_keeps_its_cells_for_the_next_session(aiohttp_client, tmp_path):
+    """A parked session's cells stay in its sequence: the next session there computes only what
+    its prompt does not share with them (the chat template's opening, here the default system
+    prompt too), as llama-server's slots do, without a copy. A deleted session's cells go with it."""
+    client = await started_app(aiohttp_client, tmp_path, park_after_s=0)
+    scheduler = client.app[keys.engine_key].scheduler
+    first = (await new_session(client))["session_id"]
+    await reply(client, first, "Hello.", max_tokens=2)
+    await parked(client, first)
+    assert scheduler.slots[0].former_session == first and scheduler.slots[0].tokens
+    second = (await new_session(client))["session_id"]
+    usage = (await reply(client, second, "Something else entirely.", max_tokens=2))["usage"]
+    assert usage["cached_tokens"] > 10 and not usage["restored_state"] and "shared_tokens" not in usage
+    assert scheduler.counters.prefix_shares == 0
+    await parked(client, second)
+    await client.delete(f"/sessions/{second}")
+    assert not scheduler.slots[0].tokens and scheduler.slots[0].former_session is None
+    third = (await new_session(client))["session_id"]
+    assert (await reply(client, third, "Hi.", max_tokens=2))["usage"]["cached_tokens"] == 0
