@@ -46,7 +46,7 @@ def recorded(output: Path, one_round):
 def report(data: Path, sort: str, comm: str | None, top: int) -> str:
     cmd = ["perf", "report", "-i", str(data), "-q", "-n", "--sort", sort] + (["--comm", comm] if comm else [])
     lines = subprocess.run(cmd, capture_output=True, text=True).stdout.splitlines()
-    return "\n".join(line.rstrip() for line in lines if line.strip()][:top])
+    return "\n".join([line.rstrip() for line in lines if line.strip()][:top])
 
 
 def main() -> None:
