@@ -396,6 +396,13 @@ def lcp_server(model: Path):
     return port, process(cmd, f"http://127.0.0.1:{port}/v1/models")
 
 
+def running(stack: ExitStack, port_and_server) -> str:
+    """Start a server from agentic_server or llama_server until `stack` closes; its base URL."""
+    port, server = port_and_server
+    stack.enter_context(server)
+    return f"http://127.0.0.1:{port}"
+
+
 def measure_side_by_side(model: Path, n: int, args: argparse.Namespace, scenario: str, have_peers: bool, bias: dict[str, float]) -> dict[str, list[Result]]:
     """Every peer's servers up at once and their rounds taken in turn, so a machine that
     drifts faster or slower over minutes shifts every peer alike."""
@@ -406,9 +413,7 @@ def measure_side_by_side(model: Path, n: int, args: argparse.Namespace, scenario
     rounds: dict[str, list[Result]] = {}
     with ExitStack() as stack:
         data = stack.enter_context(tempfile.TemporaryDirectory())
-        port, server = agentic_server(n, data, ctx_per_seq)
-        stack.enter_context(server)
-        agentic = f"http://127.0.0.1:{port}"
+        agentic = running(stack, agentic_server(n, data, ctx_per_seq))
         peers = {"agentic": lambda r: asyncio.run(agentic_round(agentic, n, args.tokens, keep, make))}
         prepare = [lambda: asyncio.run(agentic_round(agentic, 1, 8, keep, make))]  # warm-up; in `shared`, the session that ran before
         if scenario == "empty":
@@ -419,15 +424,11 @@ def measure_side_by_side(model: Path, n: int, args: argparse.Namespace, scenario
             peers = {"agentic": lambda r: asyncio.run(people_agentic(agentic, plans[r])).result("agentic")}
             if args.server_src:
                 other_data = stack.enter_context(tempfile.TemporaryDirectory())
-                port, server = agentic_server(n, other_data, ctx_per_seq, src=args.server_src)
-                stack.enter_context(server)
-                other = f"http://127.0.0.1:{port}"
+                other = running(stack, agentic_server(n, other_data, ctx_per_seq, src=args.server_src))
                 prepare.append(lambda: asyncio.run(agentic_round(other, 1, 8, keep, make)))
                 peers["agentic-src"] = lambda r: asyncio.run(people_agentic(other, plans[r])).result("agentic-src")
         if have_peers:
-            port, server = llama_server(n, model, ctx_per_seq)
-            stack.enter_context(server)
-            llama = f"http://127.0.0.1:{port}"
+            llama = running(stack, llama_server(n, model, ctx_per_seq))
             prepare.append(lambda: asyncio.run(openai_round("llama-srv", llama, 1, 8, {"ignore_eos": True}, make)))
             peers["llama-srv"] = lambda r: asyncio.run(openai_round("llama-srv", llama, n, args.tokens, {"ignore_eos": True}, make))
             if scenario == "steady":
@@ -546,12 +547,9 @@ def file_turns_table(args: argparse.Namespace) -> str:
     checkout, e.g. before the passage move) and this one."""
     rows = []
     for label, src in [("other", args.server_src)] * bool(args.server_src) + [("this tree", None)]:
-        with tempfile.TemporaryDirectory() as data:
-            port = free_port()
-            env = {"N_PARALLEL": "4", "N_THREADS": str(THREADS), "LOG_FORMAT": "plain", **UNLIMITED_SESSIONS, **({"PYTHONPATH": str(src)} if src else {})}
-            cmd = [PYTHON, "-P", "-m", "agentic", "serve", "--port", str(port), "--data-dir", data]  # -P: PYTHONPATH's agentic, not the cwd's
-            with process(cmd, f"http://127.0.0.1:{port}/health", env, Path(data) / "server.log"):
-                runs = asyncio.run(file_turns(f"http://127.0.0.1:{port}", args.file_sessions, args.turn_tokens))
+        with tempfile.TemporaryDirectory() as data, ExitStack() as stack:
+            base = running(stack, agentic_server(4, data, TURNS_CTX_PER_SEQ, src=src))
+            runs = asyncio.run(file_turns(base, args.file_sessions, args.turn_tokens))
         for turn in (1, 2):
             ttft = [run[turn]["ttft_ms"] for run in runs]
             cached = [run[turn]["cached_tokens"] / run[turn]["prompt_tokens"] for run in runs]

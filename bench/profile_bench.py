@@ -62,12 +62,8 @@ def main() -> None:
     model, n = bundled_model_path(), args.n
     with ExitStack() as stack, tempfile.TemporaryDirectory() as out:
         data = stack.enter_context(tempfile.TemporaryDirectory())
-        port, server = cb.agentic_server(n, data)
-        stack.enter_context(server)
-        agentic = f"http://127.0.0.1:{port}"
-        port, server = cb.llama_server(n, model)
-        stack.enter_context(server)
-        llama = f"http://127.0.0.1:{port}"
+        agentic = cb.running(stack, cb.agentic_server(n, data))
+        llama = cb.running(stack, cb.llama_server(n, model))
         for base, warm in ((agentic, cb.agentic_round), (llama, None)):
             for count in (1, args.idle):  # warm-up, then the team's idle sessions
                 if warm:

@@ -282,10 +282,11 @@ class Scheduler:
     def _evict(self, slot: Slot) -> None:
         """Copy an idle session's state to RAM (the store writes it to disk on its own thread).
         A state a pending copy involves is dropped: the next turn computes it again."""
-        if slot.session_id is not None and slot.tokens and slot.seq not in self._copies_pending:
+        settled = slot.seq not in self._copies_pending
+        if slot.session_id is not None and slot.tokens and settled:
             self.kv.put(slot.session_id, slot.tokens, self.model.seq_state(slot.seq))
             self.counters.evictions += 1
-        self._release(slot, keep_cells=slot.seq not in self._copies_pending)
+        self._release(slot, keep_cells=settled)
 
     def _release(self, slot: Slot, keep_cells: bool = False) -> None:
         """Free the slot. Cells it keeps stay there for the next session that takes it, which
