@@ -171,6 +171,8 @@ async def test_killing_a_main_container_mid_reply_hands_its_session_over(cluster
         headers = {"x-session-id": sid}
         answered = await say(http, proxy, sid, "Remember PINEAPPLE.")
         owner = "agentic-" + cluster.servers_of(sid)[-1]
+        marked_down = f"mains/{owner.removeprefix('agentic-')} is DOWN"
+        downs_before = cluster.logs("agentic-main-server").count(marked_down)  # also while its model loaded
 
         await reply_cut_off_by(lambda: cluster.engine_cli("kill", owner), http, proxy, sid)
 
@@ -178,7 +180,7 @@ async def test_killing_a_main_container_mid_reply_hands_its_session_over(cluster
         # health checks mark it down (about 2 s), a request for its sessions waits for the connect
         # timeout and goes to the other server, or fails with 502 if the mark-down cuts it off.
         deadline = time.monotonic() + 30
-        while f"mains/{owner.removeprefix('agentic-')} is DOWN" not in cluster.logs("agentic-main-server"):
+        while cluster.logs("agentic-main-server").count(marked_down) == downs_before:
             assert time.monotonic() < deadline, "HAProxy did not mark the killed server down"
             await asyncio.sleep(0.5)
         async with http.get(f"{proxy}/sessions/{sid}", headers=headers) as resp:
