@@ -26,52 +26,13 @@ from agentic.ids import valid_session_id
 from agentic.logs import session_id_var
 from agentic.sessions.models import ChatSettings, SessionRecord, checked_stops
 from agentic.web.errors import ApiError, Handler
+from agentic.web.openai_errors import error_response, openai_errors_middleware
 
 routes = web.RouteTableDef()
 
 RETRY_AFTER_S = 1
 ROLES = {"system": "system", "developer": "system", "user": "user", "assistant": "assistant"}
-_ERROR_TYPES = {400: "invalid_request_error", 401: "authentication_error", 403: "permission_error", 404: "not_found_error",
-                409: "invalid_request_error", 413: "invalid_request_error", 415: "invalid_request_error", 421: "permission_error",
-                422: "invalid_request_error", 429: "rate_limit_error", 503: "unavailable_error"}
-
-
-def error_response(status: int, code: str | None, message: str, headers: dict[str, str] | None = None) -> web.Response:
-    error_type = _ERROR_TYPES.get(status, "server_error" if status >= 500 else "invalid_request_error")
-    return web.json_response({"error": {"message": message, "type": error_type, "param": None, "code": code}}, status=status, headers=headers)
-
-
-def _retry_after(headers: Any) -> dict[str, str] | None:
-    return {"Retry-After": headers["Retry-After"]} if headers is not None and "Retry-After" in headers else None
-
-
-@web.middleware
-async def openai_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Outermost: every error under /v1/, wherever it was made (the views, the Host and Origin
-    guards, an unknown route, a body too large), in OpenAI's shape, keeping Retry-After."""
-    if not request.path.startswith("/v1/"):
-        return await handler(request)
-    try:
-        response = await handler(request)
-    except web.HTTPException as exc:
-        if exc.status < 400:
-            raise
-        error = _api_error(exc.text)
-        return error_response(exc.status, error.get("code"), error.get("message") or exc.reason, _retry_after(exc.headers))
-    if response.status >= 400 and isinstance(response, web.Response) and response.content_type == "application/json":
-        error = _api_error(response.text)
-        if "type" not in error:
-            return error_response(response.status, error.get("code"), error.get("message") or response.reason, _retry_after(response.headers))
-    return response
-
-
-def _api_error(text: str | None) -> dict[str, Any]:
-    """The `error` object of an api.md error body, or {}."""
-    try:
-        error = json.loads(text or "").get("error")
-    except (ValueError, AttributeError):
-        return {}
-    return error if isinstance(error, dict) else {}
+openai_errors = openai_errors_middleware(lambda request: request.path.startswith("/v1/"))
 
 
 # -- which session ---------------------------------------------------------------------------

@@ -155,6 +155,20 @@ async def test_backend_down_gives_502_and_the_proxy_recovers(aiohttp_client, unu
         await server.close()
 
 
+async def test_errors_the_proxy_makes_on_the_openai_api_are_in_openai_shape(aiohttp_client, unused_tcp_port, tmp_path):
+    """An OpenAI client through the proxy reads every error as OpenAI's, the proxy's own too."""
+    proxy = await serve_proxy(aiohttp_client, tmp_path, f"http://127.0.0.1:{unused_tcp_port}")  # nothing listens there
+    body = {"model": "any", "messages": [{"role": "user", "content": "Hi."}]}
+    resp = await proxy.post("/v1/chat/completions", json=body, headers={"Authorization": f"Bearer {SID}"})
+    assert resp.status == 502
+    assert await resp.json() == {"error": {"message": "the main server cannot be reached: ClientConnectorError", "type": "server_error",
+                                           "param": None, "code": "backend_unreachable"}}
+    resp = await proxy.post("/v1/chat/completions", json=body, headers={"Origin": "http://evil.example"})
+    assert resp.status == 403 and (await resp.json())["error"]["type"] == "permission_error"
+    resp = await proxy.get(f"/sessions/{SID}", headers={"x-session-id": SID})  # the rest of the API keeps api.md's shape
+    assert resp.status == 502 and await resp.json() == {"error": {"code": "backend_unreachable", "message": "the main server cannot be reached: ClientConnectorError"}}
+
+
 async def test_frontend_serves_the_page_and_proxies_under_api(aiohttp_client, backend, tmp_path):
     _, frontend_app = create_client_apps(client_settings(tmp_path, str(backend.make_url("")).rstrip("/")))
     frontend = await aiohttp_client(frontend_app)
