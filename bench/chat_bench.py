@@ -20,12 +20,16 @@ Scenarios:
 Peers (bench/setup_peers.sh installs them into bench/.peers):
   raw        a batched decode loop on llama-cpp-python's low-level API, no server: the ceiling (empty)
   agentic    this server, N WebSocket sessions
+  agentic-src  the agentic of another checkout (--server-src DIR; realistic, steady, file), to
+             measure a change against what it changes in the same rounds
   llama-srv  llama.cpp's own llama-server -np N
   lcp-srv    llama_cpp.server (llama-cpp-python[server]), one round (empty)
 Every reply is forced to exactly --tokens tokens (end-of-generation banned), with the same
 sampler (top-k 40, top-p 0.95, temperature 0.7) and 2 threads. The servers run side by side
 and the peers take their rounds in turn; each figure is the median over rounds of that
-round's aggregate tok/s, TTFT p50 and TTFT p95.
+round's aggregate tok/s, TTFT p50 and TTFT p95. Each round also prints its burst (until every
+turn has its second token) and step time after it, and each peer's round-by-round ratios to
+llama-server's round of the same cycle, which a machine drifting between cycles moves less.
 """
 
 from __future__ import annotations
@@ -39,7 +43,7 @@ import statistics
 import tempfile
 import time
 from contextlib import ExitStack
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable
 
@@ -88,12 +92,24 @@ class Result:
     tokens: int = 0
     seconds: float = 0.0
     ttft_ms: list[float] = field(default_factory=list)
+    started: float = 0.0
+    token_times: list[list[float]] = field(default_factory=list)  # each turn's, as its frames or chunks arrived
     # agentic only: where the inference thread's time went during the round (see engine_profile)
     profile: str = ""
 
     @property
     def tok_s(self) -> float:
         return self.tokens / self.seconds if self.seconds else 0.0
+
+    def phases(self) -> str:
+        """The round in two parts: its burst (until every turn has its second token, so its
+        prompts are all done) and the step time after it (median gap between tokens from each
+        turn's 20th on, when every turn is decoding)."""
+        seconds = [times[1] for times in self.token_times if len(times) > 1]
+        gaps = [b - a for times in self.token_times for a, b in zip(times[20:], times[21:])]
+        if not seconds or not gaps:
+            return "-"
+        return f"burst {(max(seconds) - self.started) * 1000:.0f} ms, then {statistics.median(gaps) * 1000:.1f} ms/step"
 
 
 @dataclass
@@ -175,12 +191,14 @@ async def agentic_round(base: str, n: int, max_tokens: int, keep: bool = False, 
         async def one(ws, content: str) -> None:
             sent = time.perf_counter()
             await ws.send_json({"type": "chat", "content": content, "max_tokens": max_tokens})
-            first = None
+            times = []
+            result.token_times.append(times)
             while True:
                 frame = await ws.receive_json()
-                if frame["type"] == "token" and first is None:
-                    first = time.perf_counter()
-                    result.ttft_ms.append((first - sent) * 1000)
+                if frame["type"] == "token":
+                    times.append(time.perf_counter())
+                    if len(times) == 1:
+                        result.ttft_ms.append((times[0] - sent) * 1000)
                 elif frame["type"] == "done":
                     result.tokens += frame["usage"]["completion_tokens"]
                     return
@@ -188,9 +206,9 @@ async def agentic_round(base: str, n: int, max_tokens: int, keep: bool = False, 
                     raise RuntimeError(frame)
 
         before = await engine_stats(http, base)
-        start = time.perf_counter()
+        result.started = time.perf_counter()
         await asyncio.gather(*(one(ws, content) for ws, content in sockets))
-        result.seconds = time.perf_counter() - start
+        result.seconds = time.perf_counter() - result.started
         result.profile = engine_profile(before, await engine_stats(http, base), result.seconds)
         for (ws, _), sid in zip(sockets, sids):
             await ws.close()
@@ -239,17 +257,18 @@ async def openai_round(peer: str, base: str, n: int, max_tokens: int, extra: dic
             sent = time.perf_counter()
             body = {"messages": messages, "max_tokens": max_tokens, "stream": True,
                     "temperature": 0.7, "top_p": 0.95, "top_k": 40, **extra}
-            count = 0
+            times = []
+            result.token_times.append(times)
             async for _ in content_deltas(http, base, body):
-                count += 1
-                if count == 1:
-                    result.ttft_ms.append((time.perf_counter() - sent) * 1000)
-            result.tokens += count
+                times.append(time.perf_counter())
+                if len(times) == 1:
+                    result.ttft_ms.append((times[0] - sent) * 1000)
+            result.tokens += len(times)
 
         conversations = [make() for _ in range(n)]
-        start = time.perf_counter()
+        result.started = time.perf_counter()
         await asyncio.gather(*(one(messages) for messages in conversations))
-        result.seconds = time.perf_counter() - start
+        result.seconds = time.perf_counter() - result.started
     return result
 
 
@@ -298,7 +317,7 @@ class TurnsRun:
         return cls({t: [] for t in turns}, {t: [] for t in turns})
 
     def result(self, peer: str) -> Result:
-        return Result(peer, len(self.ttft[1]), self.tokens, self.seconds, [ms for turn in self.ttft.values() for ms in turn], self.profile)
+        return Result(peer, len(self.ttft[1]), self.tokens, self.seconds, [ms for turn in self.ttft.values() for ms in turn], profile=self.profile)
 
 
 def turn_message(turn: int) -> str:
@@ -422,11 +441,13 @@ def measure_side_by_side(model: Path, n: int, args: argparse.Namespace, scenario
             peers = {"agentic-v1": lambda r: asyncio.run(agentic_openai_round(agentic, n, args.tokens))}
         if scenario == "steady":
             peers = {"agentic": lambda r: asyncio.run(people_agentic(agentic, plans[r])).result("agentic")}
-            if args.server_src:
-                other_data = stack.enter_context(tempfile.TemporaryDirectory())
-                other = running(stack, agentic_server(n, other_data, ctx_per_seq, src=args.server_src))
-                prepare.append(lambda: asyncio.run(agentic_round(other, 1, 8, keep, make)))
-                peers["agentic-src"] = lambda r: asyncio.run(people_agentic(other, plans[r])).result("agentic-src")
+        other = None
+        if args.server_src and scenario in ("steady", "realistic"):
+            other_data = stack.enter_context(tempfile.TemporaryDirectory())
+            other = running(stack, agentic_server(n, other_data, ctx_per_seq, src=args.server_src))
+            prepare.append(lambda: asyncio.run(agentic_round(other, 1, 8, keep, make)))
+            peers["agentic-src"] = (lambda r: asyncio.run(people_agentic(other, plans[r])).result("agentic-src")) if scenario == "steady" \
+                else (lambda r: replace(asyncio.run(agentic_round(other, n, args.tokens, keep, make)), peer="agentic-src"))
         if have_peers:
             llama = running(stack, llama_server(n, model, ctx_per_seq))
             prepare.append(lambda: asyncio.run(openai_round("llama-srv", llama, 1, 8, {"ignore_eos": True}, make)))
@@ -436,7 +457,8 @@ def measure_side_by_side(model: Path, n: int, args: argparse.Namespace, scenario
         for step in prepare:
             step()
         if scenario == "realistic":  # the team's earlier sessions, idle when the measured rounds start
-            asyncio.run(agentic_round(agentic, args.idle, 8, keep=True))
+            for server in filter(None, (agentic, other)):
+                asyncio.run(agentic_round(server, args.idle, 8, keep=True))
             if have_peers:
                 asyncio.run(openai_round("llama-srv", llama, args.idle, 8, {"ignore_eos": True}))
         for r in range(args.rounds):
@@ -447,6 +469,21 @@ def measure_side_by_side(model: Path, n: int, args: argparse.Namespace, scenario
         with server:
             rounds["lcp-srv"] = [asyncio.run(openai_round("lcp-srv", f"http://127.0.0.1:{port}", n, args.tokens, {"logit_bias": bias}))]
     return rounds
+
+
+def paired_ratios(rounds: dict[str, list[Result]]) -> str:
+    """Each peer's round against llama-server's round of the same cycle (taken just before or
+    after it), so a machine that drifts between cycles cancels out; the median of those ratios."""
+    base = rounds.get("llama-srv")
+    lines = []
+    for peer, results in rounds.items():
+        if peer == "llama-srv" or not base or len(base) != len(results):
+            continue
+        tok = [r.tok_s / b.tok_s for r, b in zip(results, base)]
+        p95 = [percentile(r.ttft_ms, 95) / percentile(b.ttft_ms, 95) for r, b in zip(results, base)]
+        lines.append(f"  {peer} / llama-srv, round by round: tok/s {[round(x, 2) for x in tok]} median {statistics.median(tok):.2f}x; "
+                     f"TTFT p95 {[round(x, 2) for x in p95]} median {statistics.median(p95):.2f}x")
+    return "\n".join(lines)
 
 
 def throughput_table(summaries: dict[tuple[str, int], Summary]) -> str:
@@ -582,9 +619,10 @@ def run(args: argparse.Namespace) -> None:
             summaries.update({(peer, n): Summary.of(results) for peer, results in rounds.items()})
             print(f"{scenario} N={n}: " + "; ".join(f"{peer} {[round(r.tok_s, 1) for r in rs]} tok/s, p95 {[round(percentile(r.ttft_ms, 95)) for r in rs]} ms"
                                                    for peer, rs in rounds.items()), flush=True)
-            for peer in ("agentic", "agentic-src"):
-                for r in rounds.get(peer, []):
-                    print(f"  {peer} profile: {r.profile}", flush=True)
+            for peer, results in rounds.items():
+                for r in results:
+                    print(f"  {peer} round: {r.phases()}" + (f"; profile: {r.profile}" if r.profile else ""), flush=True)
+            print(paired_ratios(rounds), flush=True)
         replies = "" if scenario == "steady" else f"; {args.tokens}-token replies"
         title = TITLES[scenario].format(idle=args.idle, steady_turns=args.steady_turns, pause=STEADY_PAUSE_S, replies=STEADY_REPLY_TOKENS)
         print(f"\n{title}{replies}, {THREADS} threads ({os.cpu_count()} cores), medians over rounds")
@@ -606,7 +644,7 @@ def main() -> None:
     parser.add_argument("--scenarios", nargs="+", default=["realistic", "steady", "empty", "shared", "turns"],
                         choices=["realistic", "steady", "empty", "shared", "turns", "openai", "file"])
     parser.add_argument("--file-sessions", type=int, default=3, help="sessions in the file scenario")
-    parser.add_argument("--server-src", type=Path, help="file and steady scenarios: also measure the agentic of this checkout (e.g. an earlier commit's, from git archive)")
+    parser.add_argument("--server-src", type=Path, help="file, steady and realistic scenarios: also measure the agentic of this checkout (e.g. an earlier commit's, from git archive)")
     parser.add_argument("--steady-turns", type=int, default=6, help="turns each person sends in the steady scenario")
     parser.add_argument("--idle", type=int, default=50, help="idle sessions before the realistic scenario's measured rounds")
     parser.add_argument("--lcp-max-n", type=int, default=8, help="largest N to run llama_cpp.server at (it serves one request at a time)")

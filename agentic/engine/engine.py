@@ -102,7 +102,7 @@ class Engine:
             return
         identity = f"{self.model.path.name}:{self.model.path.stat().st_size}:{self.model.n_ctx_seq}"
         kv = KvStore(self.kv_dir, identity, self.settings.kv_ram_mb * 2**20)
-        policy = PrefillPolicy(costs, self.settings.parallel)
+        policy = PrefillPolicy(costs, self.model.n_batch)
         self.scheduler = Scheduler(self.model, kv, asyncio.get_running_loop(), self.settings.prefill_chunk, self.settings.parallel, policy)
         # The inference thread comes back from each llama_decode needing the GIL; with the
         # default 5 ms switch interval it can wait that long behind the event loop every step.

@@ -90,7 +90,7 @@ class Scheduler:
         self.loop = loop
         self.prefill_chunk = prefill_chunk
         self.max_active = max_active
-        self.policy = policy or PrefillPolicy(None, max_active)
+        self.policy = policy or PrefillPolicy(None, model.n_batch)
         self.counters = EngineCounters()
         self.slots = [Slot(seq) for seq in range(model.n_seq)]
         self.prefix_holder = self.slots[-1] if model.n_seq > 1 else None
@@ -426,10 +426,10 @@ class Scheduler:
 
     def _prompts_for_step(self) -> list[ActiveTurn]:
         """The prompts that go into this step, oldest first, as many as the policy picks for
-        the number waiting. A prompt about to start takes the longest prefix the cache holds;
+        those waiting. A prompt about to start takes the longest prefix the cache holds;
         one whose prefix another prompt is still computing waits for it instead."""
         waiting = [turn for turn in self.active if turn.pending]
-        count = self.policy.prompts_per_step(len(waiting))
+        count = self.policy.prompts_per_step([len(turn.pending) for turn in waiting])
         chosen: list[ActiveTurn] = []
         for turn in waiting:
             if len(chosen) == count:

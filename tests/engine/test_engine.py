@@ -18,8 +18,8 @@ from tests.chat.helpers import chat_turn, open_session_socket
 from tests.conftest import make_settings, new_session
 
 
-# Costs as measured on a 2-core CPU: four prompts in one batch cost four times one.
-CPU_COSTS = PrefillCosts(one=0.040, several=0.160, k=4, tokens=32)
+# A CPU where a step costs only what its tokens do: prompts go one per step.
+CPU_COSTS = PrefillCosts(fixed=0.0, per_token=0.001)
 
 
 async def started_app(aiohttp_client, tmp_path, park_after_s: float | None = None, **overrides):
@@ -230,7 +230,7 @@ async def test_prompts_go_in_one_per_step_beside_running_streams_and_a_burst_goe
     monkeypatch.setattr(scheduler_module, "BURST_WINDOW_S", 5.0)  # two REST turns on a loaded CI machine: one burst
     client = await started_app(aiohttp_client, tmp_path, park_after_s=1e9)
     scheduler = client.app[keys.engine_key].scheduler
-    scheduler.policy = PrefillPolicy(CPU_COSTS, scheduler.max_active)
+    scheduler.policy = PrefillPolicy(CPU_COSTS, scheduler.model.n_batch)
     sids = [(await new_session(client, settings={"ignore_eos": True}))["session_id"] for _ in range(3)]
     running = asyncio.create_task(reply(client, sids[0], "Tell me about rivers.", max_tokens=60))
     while scheduler.counters.tokens_generated < 3:
