@@ -59,9 +59,13 @@ class Deployment:
         if busy:
             raise AssertionError(f"ports {busy} are in use: stop what uses them (./deploy.sh stop all) before running these tests")
         deployment = cls(data_dir, free_port())
-        deployment.deploy("main")
-        for n in clients:
-            deployment.deploy("client", str(n))
+        try:
+            deployment.deploy("main")
+            for n in clients:
+                deployment.deploy("client", str(n))
+        except BaseException:  # nothing of a half-started deployment stays running
+            deployment.stop_all()
+            raise
         return deployment
 
     @property
