@@ -20,7 +20,7 @@ Scenarios:
 Peers (bench/setup_peers.sh installs them into bench/.peers):
   raw        a batched decode loop on llama-cpp-python's low-level API, no server: the ceiling (empty)
   agentic    this server, N WebSocket sessions
-  agentic-src  the agentic of another checkout (--server-src DIR; realistic, steady, file), to
+  agentic-src  the agentic of another checkout (--server-src DIR; realistic, steady, turns, file), to
              measure a change against what it changes in the same rounds
   llama-srv  llama.cpp's own llama-server -np N
   lcp-srv    llama_cpp.server (llama-cpp-python[server]), one round (empty)
@@ -504,11 +504,12 @@ def turns_table(model: Path, args: argparse.Namespace, have_peers: bool) -> str:
         return [peer, round(first), round(last), f"{last / first:.2f}x", *tokens]
 
     plans = turns_plans(8, args.turns, args.turn_tokens)
-    with tempfile.TemporaryDirectory() as data:
-        port, server = agentic_server(8, data, ctx_per_seq=TURNS_CTX_PER_SEQ)
-        with server:
-            run = asyncio.run(people_agentic(f"http://127.0.0.1:{port}", plans))
-            rows.append(row("agentic", run.ttft, run.prefilled))
+    for peer, src in [("agentic", None)] + [("agentic-src", args.server_src)] * bool(args.server_src):
+        with tempfile.TemporaryDirectory() as data:
+            port, server = agentic_server(8, data, ctx_per_seq=TURNS_CTX_PER_SEQ, src=src)
+            with server:
+                run = asyncio.run(people_agentic(f"http://127.0.0.1:{port}", plans))
+                rows.append(row(peer, run.ttft, run.prefilled))
     if have_peers:
         port, server = llama_server(8, model, ctx_per_seq=TURNS_CTX_PER_SEQ)
         with server:
@@ -644,7 +645,7 @@ def main() -> None:
     parser.add_argument("--scenarios", nargs="+", default=["realistic", "steady", "empty", "shared", "turns"],
                         choices=["realistic", "steady", "empty", "shared", "turns", "openai", "file"])
     parser.add_argument("--file-sessions", type=int, default=3, help="sessions in the file scenario")
-    parser.add_argument("--server-src", type=Path, help="file, steady and realistic scenarios: also measure the agentic of this checkout (e.g. an earlier commit's, from git archive)")
+    parser.add_argument("--server-src", type=Path, help="file, steady, realistic and turns scenarios: also measure the agentic of this checkout (e.g. an earlier commit's, from git archive)")
     parser.add_argument("--steady-turns", type=int, default=6, help="turns each person sends in the steady scenario")
     parser.add_argument("--idle", type=int, default=50, help="idle sessions before the realistic scenario's measured rounds")
     parser.add_argument("--lcp-max-n", type=int, default=8, help="largest N to run llama_cpp.server at (it serves one request at a time)")
