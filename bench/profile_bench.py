@@ -64,12 +64,9 @@ def main() -> None:
         data = stack.enter_context(tempfile.TemporaryDirectory())
         agentic = cb.running(stack, cb.agentic_server(n, data))
         llama = cb.running(stack, cb.llama_server(n, model))
-        for base, warm in ((agentic, cb.agentic_round), (llama, None)):
-            for count in (1, args.idle):  # warm-up, then the team's idle sessions
-                if warm:
-                    asyncio.run(warm(base, count, 8, True))
-                else:
-                    asyncio.run(cb.openai_round("llama-srv", base, count, 8, {"ignore_eos": True}))
+        for count in (1, args.idle):  # warm-up, then the team's idle sessions
+            asyncio.run(cb.agentic_round(agentic, count, 8, True))
+            asyncio.run(cb.openai_round("llama-srv", llama, count, 8, {"ignore_eos": True}))
         peers = {
             "agentic": ("python", lambda: asyncio.run(cb.agentic_round(agentic, n, args.tokens, True))),
             "llama-srv": ("llama-server", lambda: asyncio.run(cb.openai_round("llama-srv", llama, n, args.tokens, {"ignore_eos": True}))),
