@@ -1,5 +1,6 @@
-"""What the KV cache layout costs a decode step: one unified cache (agentic's) vs a stream per sequence
-(llama-server's with -np), on llama-cpp-python's low-level API, no server in the way.
+"""What the KV cache layout and flash attention cost a step: one unified cache vs a stream per
+sequence (agentic's and llama-server's with -np), and flash attention on (llama.cpp's default
+on CPU, agentic's) vs off, on llama-cpp-python's low-level API, no server in the way.
 
     .venv/bin/python bench/kv_layout_bench.py [--n 8 16] [--history 60 600] [--rounds 3]
 
@@ -8,8 +9,10 @@ of 30 new tokens in every sequence (one batch, as a burst of turns) and 64 decod
 token per sequence. Layouts alternate round by round on one model; figures are medians.
 In the unified cache attention spans every used cell of every sequence (other sequences' cells
 masked), in split streams only the sequence's own; split streams decode a batch in one pass only
-when its sequences have consecutive ids (llama_batch_allocr::split_equal), which is why agentic,
-whose sessions move in and out of arbitrary sequences and share prefix cells, keeps one cache.
+when its sequences have consecutive ids (llama_batch_allocr::split_equal), which is why agentic
+keeps its running turns on consecutive sequences. The prefill's growth with the history is what
+makes a later turn's first token slower than a first turn's with the same number of new tokens
+(llama.cpp's CPU flash-attention kernel takes a prompt of fewer than 64 tokens a row at a time).
 """
 
 from __future__ import annotations
@@ -34,13 +37,14 @@ CTX_PER_SEQ = 1024
 _SILENT = llama_cpp.llama_log_callback(lambda level, text, user_data: None)  # a reference, or ctypes frees it
 
 
-def context(model, n: int, unified: bool):
+def context(model, n: int, unified: bool, flash_attn: bool = True):
     params = llama_cpp.llama_context_default_params()
     params.n_ctx = CTX_PER_SEQ * n
     params.n_batch = params.n_ubatch = 512
     params.n_seq_max = n
     params.n_threads = params.n_threads_batch = THREADS
     params.kv_unified = unified
+    params.flash_attn_type = llama_cpp.LLAMA_FLASH_ATTN_TYPE_ENABLED if flash_attn else llama_cpp.LLAMA_FLASH_ATTN_TYPE_DISABLED
     ctx = llama_cpp.llama_init_from_model(model, params)
     assert ctx, "llama.cpp could not create the context"
     return ctx
@@ -89,7 +93,7 @@ def main() -> None:
     rows = []
     for n in args.n:
         for history in args.history:
-            contexts = {"unified": context(model, n, True), "split": context(model, n, False)}
+            contexts = {"unified": context(model, n, True), "split": context(model, n, False), "split-noFA": context(model, n, False, flash_attn=False)}
             batch = Batch(512, n)
             for ctx in contexts.values():
                 fill(ctx, batch, range(n), 0, history)
@@ -104,9 +108,9 @@ def main() -> None:
             for ctx in contexts.values():
                 llama_cpp.llama_free(ctx)
             print(f"N={n} history={history}: " + "; ".join(f"{layout} prefill {p:.0f} ms, step {s:.1f} ms" for layout, (p, s) in medians.items()), flush=True)
-    print(f"\n{'N':>3} {'history':>7} {'layout':<8} {f'prefill {NEW_TOKENS}/seq ms':>18} {'decode step ms':>14} {'step vs split':>13}")
+    print(f"\n{'N':>3} {'history':>7} {'layout':<10} {f'prefill {NEW_TOKENS}/seq ms':>18} {'decode step ms':>14} {'step vs split':>13}")
     for n, history, layout, prefill, step, ratio in rows:
-        print(f"{n:>3} {history:>7} {layout:<8} {prefill:>18.0f} {step:>14.1f} {ratio:>12.2f}x")
+        print(f"{n:>3} {history:>7} {layout:<10} {prefill:>18.0f} {step:>14.1f} {ratio:>12.2f}x")
 
 
 if __name__ == "__main__":

@@ -259,11 +259,13 @@ class ChatService:
             raise Unavailable("model_not_ready", self.engine.error or "the model is still loading")
         turn = Turn(record.session_id, cancel_when_unwatched, _stops(options, record))
         hub.current = turn  # claimed before any await, so a second turn is refused
+        self.engine.announce(record.session_id)
         try:
             await change(turn)
             messages = await self._conversation(record, turn)
             self._submit(turn, record.session_id, messages, options, record)
         except BaseException:
+            self.engine.withdraw(record.session_id)
             await self._abandon(turn)
             raise
         self._send(turn, {"type": "start", "reply_to": reply_to})

@@ -137,6 +137,17 @@ class Engine:
         self.scheduler.prefetch(req.session_id)
         self.scheduler.submit(req)
 
+    def announce(self, session_id: str) -> None:
+        """A turn for this session is on its way (its message is being stored): a burst's first
+        step waits a moment for it, so the burst's prompts are planned together."""
+        if self.scheduler is not None:
+            self.scheduler.announce(session_id)
+
+    def withdraw(self, session_id: str) -> None:
+        """An announced turn that will not be submitted."""
+        if self.scheduler is not None:
+            self.scheduler.withdraw(session_id)
+
     def prefetch(self, session_id: str) -> None:
         """A session is about to be used (its socket connected, its page opened): start reading
         its saved model state from disk into RAM, so its first turn does not wait for the disk."""

@@ -4,7 +4,8 @@ Each step decodes one token for every generating turn plus a bounded chunk of th
 prompts (how many prompts per step: see `PrefillPolicy`), so new turns join between steps
 and a long prompt never stalls the streams already running. A turn that has only just got
 its first token lets the prompts of its burst go in before its second (see
-`_prompts_ahead_of_second_token`).
+`_prompts_ahead_of_second_token`), and a burst's first step waits a moment for the turns
+announced with it (see `_gather_burst`).
 
 Each session keeps its KV state in a slot (a llama.cpp sequence, a stream of its own cells)
 between turns. A prompt that starts like one the cache already holds gets that prefix copied
@@ -46,6 +47,11 @@ BURST_WINDOW_S = 0.05
 # prompt on sequence 11 beside tokens on 0-2 took two passes: a burst's last first token 9 %
 # later.)
 BURST_HOLD_TOKENS = 2048
+# A burst's first step waits up to this long for the turns announced with it (see _gather_burst);
+# their messages reach the engine through the message store 5-13 ms after the first's here.
+GATHER_S = 0.03
+# An announced turn that has not come after this long is not on its way (its storing failed).
+ANNOUNCED_TTL_S = 1.0
 # A prompt takes another sequence's prefix when it shares at least this many tokens with it.
 MIN_SHARED_PREFIX = 16
 # llama.cpp decodes a step's sequences in one pass only where their ids are consecutive
@@ -100,6 +106,7 @@ class Scheduler:
         # Sessions whose state is in a slot; read by the event loop (see Engine.prefetch).
         self.resident: set[str] = set()
         self.waiting: deque[TurnRequest] = deque()
+        self._announced: dict[str, float] = {}  # session id -> when its coming turn was announced
         self.active: list[ActiveTurn] = []
         self._commands: queue.Queue[tuple[str, Any, Any]] = queue.Queue()
         self._outbox: list[tuple[TurnRequest, TurnEvent]] = []
@@ -127,6 +134,14 @@ class Scheduler:
         self.waiting_count += 1
         self._commands.put(("submit", req, None))
 
+    def announce(self, session_id: str) -> None:
+        """A turn for this session is on its way (its message is being stored)."""
+        self._commands.put(("announce", session_id, time.monotonic()))
+
+    def withdraw(self, session_id: str) -> None:
+        """The announced turn is not coming after all."""
+        self._commands.put(("withdraw", session_id, None))
+
     def drop_session(self, session_id: str, done: Callable[[], None]) -> None:
         self._commands.put(("drop", session_id, done))
 
@@ -149,6 +164,7 @@ class Scheduler:
         try:
             while not self._stopping:
                 self._take_commands(block=not self.active and (not self.waiting or self._stalled))
+                self._gather_burst()
                 self._admit_waiting()
                 self._park_idle()
                 started = time.perf_counter()
@@ -179,7 +195,12 @@ class Scheduler:
 
     def _apply(self, kind: str, arg: Any, done: Any) -> None:
         if kind == "submit":
+            self._announced.pop(arg.session_id, None)
             self.waiting.append(arg)
+        elif kind == "announce":
+            self._announced[arg] = done
+        elif kind == "withdraw":
+            self._announced.pop(arg, None)
         elif kind == "drop":
             self._drop(arg)
             self.loop.call_soon_threadsafe(done)
@@ -203,6 +224,21 @@ class Scheduler:
             self.counters.handoff_s += time.perf_counter() - waited
 
     # -- admission -------------------------------------------------------------
+    def _gather_burst(self) -> None:
+        """Before the first step of a burst (turns waiting, none running), wait up to GATHER_S
+        for the turns announced with it, so that the prefill policy plans the burst whole. (Without
+        it the first turn's prompt went in alone, and the prompts that came 5-13 ms later all in
+        the step after it: the burst's p50 at its end.) Running streams never wait for it."""
+        if self.active or not self.waiting:
+            return
+        started = time.monotonic()
+        self._announced = {sid: at for sid, at in self._announced.items() if at > started - ANNOUNCED_TTL_S}
+        while self._announced and not self._stopping and (left := started + GATHER_S - time.monotonic()) > 0:
+            try:
+                self._apply(*self._commands.get(timeout=left))
+            except queue.Empty:
+                return
+
     def _admit_waiting(self) -> None:
         """Start waiting turns in order while there is room. A session whose saved state is
         still being read from disk waits (with its later turns) without holding up the rest."""

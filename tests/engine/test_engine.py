@@ -14,7 +14,7 @@ from agentic.engine import scheduler as scheduler_module
 from agentic.engine.prefill import PrefillCosts, PrefillPolicy
 from agentic.engine.scheduler import ActiveTurn, Scheduler, common_prefix
 from agentic.engine.slots import Slot
-from tests.chat.helpers import chat_turn, open_session_socket
+from tests.chat.helpers import chat_turn, open_session_socket, receive_until_done
 from tests.conftest import make_settings, new_session
 
 
@@ -248,6 +248,38 @@ async def test_prompts_go_in_one_per_step_beside_running_streams_and_a_burst_goe
     (answered_first,) = [seq for seq in new if steps[first].get(seq, 0) > 1]
     assert answered_first not in steps[second]  # its second token came after the other prompt was in
     assert all(answered_first in step for step in steps[second + 1:second + 3])
+
+
+async def test_a_burst_is_planned_whole_though_its_turns_reach_the_engine_apart(aiohttp_client, tmp_path, monkeypatch):
+    """Turns sent together reach the engine some ms apart (each message is stored first): the
+    burst's first step waits for the turns announced with it, so a policy that takes every
+    waiting prompt at once puts all three in that step."""
+    monkeypatch.setattr(scheduler_module, "GATHER_S", 5.0)  # storing may take long on a loaded CI machine
+    client = await started_app(aiohttp_client, tmp_path, park_after_s=1e9)
+    scheduler = client.app[keys.engine_key].scheduler
+    scheduler.policy = PrefillPolicy(PrefillCosts(fixed=1.0, per_token=0.0001), scheduler.model.n_batch)
+    # Own system prompts: no shared prefix for the later prompts to wait for (see _prefix_coming).
+    sids = [(await new_session(client, system_prompt=f"{name} is your name.", settings={"temperature": 0}))["session_id"] for name in ("Ada", "Bo", "Cy")]
+    sockets = [(await open_session_socket(client, sid))[0] for sid in sids]
+    steps = recording_steps(scheduler)
+    for i, ws in enumerate(sockets):
+        await ws.send_json({"type": "chat", "content": f"Tell me about topic {i}.", "max_tokens": 4})
+    for ws in sockets:
+        assert (await receive_until_done(ws))[-1]["type"] == "done"
+    assert sum(n > 1 for n in steps[0].values()) == 3
+
+
+async def test_a_turn_that_fails_before_the_engine_is_not_waited_for(aiohttp_client, tmp_path, monkeypatch):
+    """A turn refused while its message is stored (nothing to regenerate) withdraws its
+    announcement, so the next burst does not wait for it."""
+    monkeypatch.setattr(scheduler_module, "GATHER_S", 5.0)
+    client = await started_app(aiohttp_client, tmp_path)
+    scheduler = client.app[keys.engine_key].scheduler
+    refused, other = [(await new_session(client))["session_id"] for _ in range(2)]
+    resp = await client.post(f"/sessions/{refused}/regenerate", json={})
+    assert resp.status == 409
+    await reply(client, other, "Say yes.", max_tokens=2)
+    assert scheduler._announced == {}
 
 
 def test_a_fresh_stream_waits_only_for_its_own_burst():
