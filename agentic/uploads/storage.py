@@ -49,6 +49,7 @@ class UploadService:
         self.folders = UploadFolders(uploads_dir, text_dir)
         self.extractor = Extractor(settings)
         self.on_change: Callable[[SessionRecord], Awaitable[None]] | None = None
+        self._arriving: dict[str, set[str]] = {}  # session id -> names of files being stored
 
     async def start(self) -> None:
         """Before the server takes requests: sweep what no live session owns."""
@@ -93,17 +94,27 @@ class UploadService:
         limit = min(self.settings.max_file_bytes, room)
         tmp = folder / f".incoming-{uuid.uuid4().hex}{Path(name).suffix}"  # libraries go by the extension
         size, digest = await self._write(part, head, tmp, limit, name)
-        final = unique_name(name, set(record.files) | {f.name for f in received})
+        arriving = self._arriving.setdefault(record.session_id, set())
+        final = unique_name(name, set(record.files) | {f.name for f in received} | arriving)
+        arriving.add(final)  # before any await: another upload of the same name now picks another
         file = FileRecord(final, size, kind.content_type, now(), sha256=digest)
         try:
+            await self._store(record, file, tmp, kind, folder)
+        finally:
+            arriving.discard(final)
+            if not arriving:
+                self._arriving.pop(record.session_id, None)
+        log.info("file stored: %s (%d bytes, %d chars)", final, size, file.extracted_chars)
+        return file
+
+    async def _store(self, record: SessionRecord, file: FileRecord, tmp: Path, kind: FileKind, folder: Path) -> None:
+        try:
             await self._extract(record.session_id, file, tmp, kind)
-            await aiofiles.os.replace(tmp, inside(folder, final))
+            await aiofiles.os.replace(tmp, inside(folder, file.name))
         except BaseException:
             await asyncio.to_thread(tmp.unlink, True)
             raise
         await self.sessions.add_file(record, file)
-        log.info("file stored: %s (%d bytes, %d chars)", final, size, file.extracted_chars)
-        return file
 
     async def _write(self, part: IncomingFile, head: bytes, tmp: Path, limit: int, name: str) -> tuple[int, str]:
         digest = hashlib.sha256()

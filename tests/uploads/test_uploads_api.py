@@ -99,6 +99,19 @@ async def test_same_name_is_renamed_not_overwritten(client):
     assert await (await client.get(f"/sessions/{sid}/files/a.txt")).read() == b"one"
 
 
+async def test_same_name_uploads_at_once_each_keep_their_file(client):
+    """Uploads of one name running together (each extracted before it is recorded) get a name each."""
+    sid = (await new_session(client))["session_id"]
+    contents = [f"upload number {i}".encode() for i in range(4)]
+    responses = await asyncio.gather(*(upload(client, sid, ("a.txt", content)) for content in contents))
+    names = [(await resp.json())["files"][0]["name"] for resp in responses]
+    assert sorted(names) == ["a (2).txt", "a (3).txt", "a (4).txt", "a.txt"]
+    for name, content in zip(names, contents):
+        assert await (await client.get(f"/sessions/{sid}/files/{name}")).read() == content
+    listed = (await (await client.get(f"/sessions/{sid}/files")).json())["files"]
+    assert sorted(f["name"] for f in listed) == sorted(names)
+
+
 async def test_refused_types(client):
     sid = (await new_session(client))["session_id"]
     for name, content in (("run.exe", b"MZ\x90\x00"), ("fake.pdf", b"not a pdf"), ("bin.txt", b"\x00\x01\x02binary"), ("fake.xlsx", b"plain text")):
