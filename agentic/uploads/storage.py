@@ -49,7 +49,7 @@ class UploadService:
         self.folders = UploadFolders(uploads_dir, text_dir)
         self.extractor = Extractor(settings)
         self.on_change: Callable[[SessionRecord], Awaitable[None]] | None = None
-        self._arriving: dict[str, set[str]] = {}  # session id -> names of files being stored
+        self._arriving: dict[str, dict[str, int]] = {}  # session id -> files being stored: name -> bytes so far
 
     async def start(self) -> None:
         """Before the server takes requests: sweep what no live session owns."""
@@ -72,9 +72,9 @@ class UploadService:
                     raise Invalid("invalid_field", "every part of the upload must be a file")
                 if len(received) >= self.settings.max_files_per_upload:
                     raise TooLarge("too_many_files", f"at most {self.settings.max_files_per_upload} files per upload")
-                if len(record.files) + len(received) >= self.settings.max_files_per_session:
+                if len(record.files) + len(self._arriving.get(record.session_id, ())) >= self.settings.max_files_per_session:
                     raise TooLarge("too_many_files", f"a session holds at most {self.settings.max_files_per_session} files")
-                received.append(await self._receive_part(record, part, folder, received))
+                received.append(await self._receive_part(record, part, folder))
         except BaseException:
             for file in received:  # an upload is all or nothing
                 await self._remove(record, file.name)
@@ -84,48 +84,50 @@ class UploadService:
         await self._changed(record)
         return received
 
-    async def _receive_part(self, record: SessionRecord, part: IncomingFile, folder: Path, received: list[FileRecord]) -> FileRecord:
+    async def _receive_part(self, record: SessionRecord, part: IncomingFile, folder: Path) -> FileRecord:
+        """One file, under a name of its own in the session (`name (2).ext` where the name is
+        taken, also by an upload running now) and within the session's limits counting the
+        files other uploads are storing."""
         name = sanitize_filename(part.filename)
         head = await part.read_chunk(SNIFF_BYTES)
         kind = classify(name, head)
         if kind is None:
             raise Unsupported("file_type_refused", f"{name!r}: this file type is not accepted (text, source code, csv, json, pdf, xlsx, pptx, docx are)")
-        room = self.settings.max_session_bytes - sum(f.size for f in record.files.values()) - sum(f.size for f in received)
-        limit = min(self.settings.max_file_bytes, room)
-        tmp = folder / f".incoming-{uuid.uuid4().hex}{Path(name).suffix}"  # libraries go by the extension
-        size, digest = await self._write(part, head, tmp, limit, name)
-        arriving = self._arriving.setdefault(record.session_id, set())
-        final = unique_name(name, set(record.files) | {f.name for f in received} | arriving)
-        arriving.add(final)  # before any await: another upload of the same name now picks another
-        file = FileRecord(final, size, kind.content_type, now(), sha256=digest)
+        arriving = self._arriving.setdefault(record.session_id, {})
+        final = unique_name(name, set(record.files) | set(arriving))
+        arriving[final] = 0  # before any await: another upload of the same name now picks another
         try:
-            await self._store(record, file, tmp, kind, folder)
+            return await self._store(record, part, head, kind, folder, name, final)
         finally:
-            arriving.discard(final)
+            del arriving[final]
             if not arriving:
                 self._arriving.pop(record.session_id, None)
-        log.info("file stored: %s (%d bytes, %d chars)", final, size, file.extracted_chars)
-        return file
 
-    async def _store(self, record: SessionRecord, file: FileRecord, tmp: Path, kind: FileKind, folder: Path) -> None:
+    async def _store(self, record: SessionRecord, part: IncomingFile, head: bytes, kind: FileKind, folder: Path, name: str, final: str) -> FileRecord:
+        tmp = folder / f".incoming-{uuid.uuid4().hex}{Path(name).suffix}"  # libraries go by the extension
+        size, digest = await self._write(record, part, head, tmp, name, final)
+        file = FileRecord(final, size, kind.content_type, now(), sha256=digest)
         try:
             await self._extract(record.session_id, file, tmp, kind)
-            await aiofiles.os.replace(tmp, inside(folder, file.name))
+            await aiofiles.os.replace(tmp, inside(folder, final))
         except BaseException:
             await asyncio.to_thread(tmp.unlink, True)
             raise
         await self.sessions.add_file(record, file)
+        log.info("file stored: %s (%d bytes, %d chars)", final, size, file.extracted_chars)
+        return file
 
-    async def _write(self, part: IncomingFile, head: bytes, tmp: Path, limit: int, name: str) -> tuple[int, str]:
+    async def _write(self, record: SessionRecord, part: IncomingFile, head: bytes, tmp: Path, name: str, final: str) -> tuple[int, str]:
         digest = hashlib.sha256()
         size = 0
+        arriving = self._arriving[record.session_id]
         try:
             async with aiofiles.open(tmp, "wb") as out:
                 chunk = head
                 while chunk:
                     size += len(chunk)
-                    if size > limit:
-                        raise TooLarge("file_too_large", self._too_large_message(name, limit))
+                    arriving[final] = size
+                    self._check_room(record, name, size)
                     digest.update(chunk)
                     await out.write(chunk)
                     chunk = await part.read_chunk(CHUNK)
@@ -134,10 +136,13 @@ class UploadService:
             raise
         return size, digest.hexdigest()
 
-    def _too_large_message(self, name: str, limit: int) -> str:
-        if limit < self.settings.max_file_bytes:
-            return f"{name!r}: the session's upload space is full ({self.settings.max_session_bytes} bytes in all)"
-        return f"{name!r} is larger than {self.settings.max_file_bytes} bytes"
+    def _check_room(self, record: SessionRecord, name: str, size: int) -> None:
+        """A file of `size` bytes so far fits, beside the session's files and those being stored."""
+        if size > self.settings.max_file_bytes:
+            raise TooLarge("file_too_large", f"{name!r} is larger than {self.settings.max_file_bytes} bytes")
+        held = sum(f.size for f in record.files.values()) + sum(self._arriving.get(record.session_id, {}).values())
+        if held > self.settings.max_session_bytes:
+            raise TooLarge("file_too_large", f"{name!r}: the session's upload space is full ({self.settings.max_session_bytes} bytes in all)")
 
     async def _extract(self, session_id: str, file: FileRecord, path: Path, kind: FileKind) -> None:
         """Text of the file; the same content uploaded again to the session is read once."""

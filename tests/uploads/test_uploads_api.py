@@ -140,6 +140,30 @@ async def test_limits_give_413_and_leave_nothing_behind(small_limits):
     assert sorted(p.name for p in folder.iterdir()) == ["ok0.txt", "ok1.txt"]
 
 
+async def test_an_upload_counts_its_own_files_once(small_limits):
+    """Three files into an empty session that holds four, 1,800 bytes into 2,500 of space."""
+    client = small_limits
+    sid = (await new_session(client))["session_id"]
+    assert (await upload(client, sid, ("a.txt", b"a" * 10), ("b.txt", b"b" * 10), ("c.txt", b"c" * 10))).status == 201
+    other = (await new_session(client))["session_id"]
+    assert (await upload(client, other, ("a.txt", b"a" * 900), ("b.txt", b"b" * 900))).status == 201
+
+
+async def test_uploads_at_once_share_the_session_limits(small_limits):
+    """Uploads running together count each other's files: no more than the session's space
+    (2,500 bytes: two files of 1,000) and its number of files (four) are ever stored."""
+    client = small_limits
+    sid = (await new_session(client))["session_id"]
+    responses = await asyncio.gather(*(upload(client, sid, (f"big{i}.txt", bytes([97 + i]) * 1000)) for i in range(4)))
+    assert sorted(r.status for r in responses) == [201, 201, 413, 413]
+    listed = (await (await client.get(f"/sessions/{sid}/files")).json())["files"]
+    assert sum(f["size"] for f in listed) == 2000
+    other = (await new_session(client))["session_id"]
+    responses = await asyncio.gather(*(upload(client, other, (f"small{i}.txt", f"file {i}".encode())) for i in range(6)))
+    assert sorted(r.status for r in responses) == [201] * 4 + [413] * 2
+    assert len((await (await client.get(f"/sessions/{other}/files")).json())["files"]) == 4
+
+
 async def test_non_multipart_and_empty_uploads(client):
     sid = (await new_session(client))["session_id"]
     resp = await client.post(f"/sessions/{sid}/files", data=b"raw bytes")
