@@ -12,7 +12,8 @@ Scenarios:
              the same people), so turns start and end at all times; earlier rounds' sessions stay
   shared     8 sessions whose conversations start with one 500-token system prompt (one such
              session ran before), one turn each at the same moment
-  turns      turn-10 vs turn-1 TTFT, 8 sessions interleaving 10 turns each
+  turns      turn-10 vs turn-1 TTFT, 8 sessions interleaving 10 turns each; --rounds rounds, peers in
+             turn (new sessions each round), medians over rounds
   openai     (not by default) streamed /v1/chat/completions, agentic (each session's own turn,
              its id as the key) vs llama-server's, empty slots; run it with --n 1 8
   file       (not by default) TTFT of turns 2 and 3 in a session with an uploaded 40-passage file,
@@ -44,6 +45,7 @@ import tempfile
 import time
 from contextlib import ExitStack
 from dataclasses import dataclass, field, replace
+from functools import partial
 from pathlib import Path
 from typing import Callable
 
@@ -496,25 +498,31 @@ def throughput_table(summaries: dict[tuple[str, int], Summary]) -> str:
 
 
 def turns_table(model: Path, args: argparse.Namespace, have_peers: bool) -> str:
-    rows = []
-
-    def row(peer: str, ttft: dict[int, list[float]], prefilled: dict[int, list[int]] | None = None) -> list[object]:
-        first, last = percentile(ttft[1], 50), percentile(ttft[args.turns], 50)
-        tokens = [f"{sum(prefilled[t]) // len(prefilled[t])}" if prefilled else "-" for t in (1, args.turns)]
-        return [peer, round(first), round(last), f"{last / first:.2f}x", *tokens]
-
+    """Every peer up at once, --rounds rounds taken in turn (new sessions each round; earlier
+    rounds' stay); per peer the medians over rounds of turn 1's and turn N's TTFT p50, and of
+    the rounds' ratios (a round's turn N is one burst of eight, so one round says little)."""
     plans = turns_plans(8, args.turns, args.turn_tokens)
-    for peer, src in [("agentic", None)] + [("agentic-src", args.server_src)] * bool(args.server_src):
-        with tempfile.TemporaryDirectory() as data:
-            port, server = agentic_server(8, data, ctx_per_seq=TURNS_CTX_PER_SEQ, src=src)
-            with server:
-                run = asyncio.run(people_agentic(f"http://127.0.0.1:{port}", plans))
-                rows.append(row(peer, run.ttft, run.prefilled))
-    if have_peers:
-        port, server = llama_server(8, model, ctx_per_seq=TURNS_CTX_PER_SEQ)
-        with server:
-            rows.append(row("llama-srv", asyncio.run(people_openai(f"http://127.0.0.1:{port}", plans)).ttft))
-    return table(["peer", "turn-1 TTFT p50 ms", f"turn-{args.turns} TTFT p50 ms", "ratio", "turn-1 tokens prefilled", f"turn-{args.turns} prefilled"], rows)
+    runs: dict[str, list[TurnsRun]] = {}
+    with ExitStack() as stack:
+        peers = {}
+        for peer, src in [("agentic", None)] + [("agentic-src", args.server_src)] * bool(args.server_src):
+            data = stack.enter_context(tempfile.TemporaryDirectory())
+            peers[peer] = partial(people_agentic, running(stack, agentic_server(8, data, ctx_per_seq=TURNS_CTX_PER_SEQ, src=src)))
+        if have_peers:
+            peers["llama-srv"] = partial(people_openai, running(stack, llama_server(8, model, ctx_per_seq=TURNS_CTX_PER_SEQ)))
+        for _ in range(args.rounds):
+            for peer, people in peers.items():
+                runs.setdefault(peer, []).append(asyncio.run(people(plans)))
+    rows = []
+    for peer, rounds in runs.items():
+        first = [percentile(run.ttft[1], 50) for run in rounds]
+        last = [percentile(run.ttft[args.turns], 50) for run in rounds]
+        ratios = [b / a for a, b in zip(first, last)]
+        prefilled = [f"{sum(rounds[0].prefilled[t]) // len(rounds[0].prefilled[t])}" if rounds[0].prefilled[t] else "-" for t in (1, args.turns)]
+        rows.append([peer, len(rounds), round(statistics.median(first)), round(statistics.median(last)), f"{statistics.median(ratios):.2f}x",
+                     " ".join(f"{r:.2f}" for r in ratios), *prefilled])
+    return table(["peer", "rounds", "turn-1 TTFT p50 ms", f"turn-{args.turns} TTFT p50 ms", "ratio (median)", "ratio by round",
+                  "turn-1 tokens prefilled", f"turn-{args.turns} prefilled"], rows)
 
 
 # -- the OpenAI API, and a second turn with a file (issue 16) -----------------------------------
