@@ -96,23 +96,27 @@ class UploadService:
         arriving = self._arriving.setdefault(record.session_id, {})
         final = unique_name(name, set(record.files) | set(arriving))
         arriving[final] = 0  # before any await: another upload of the same name now picks another
-        try:
-            return await self._store(record, part, head, kind, folder, name, final)
-        finally:
-            del arriving[final]
-            if not arriving:
-                self._arriving.pop(record.session_id, None)
-
-    async def _store(self, record: SessionRecord, part: IncomingFile, head: bytes, kind: FileKind, folder: Path, name: str, final: str) -> FileRecord:
         tmp = folder / f".incoming-{uuid.uuid4().hex}{Path(name).suffix}"  # libraries go by the extension
-        size, digest = await self._write(record, part, head, tmp, name, final)
-        file = FileRecord(final, size, kind.content_type, now(), sha256=digest)
         try:
-            await self._extract(record.session_id, file, tmp, kind)
-            await aiofiles.os.replace(tmp, inside(folder, final))
+            file = await self._store(record, part, head, kind, tmp, name, final)
         except BaseException:
+            self._release(record.session_id, final)  # before the unlink (an await): its bytes stop counting
             await asyncio.to_thread(tmp.unlink, True)
             raise
+        self._release(record.session_id, final)
+        return file
+
+    def _release(self, session_id: str, name: str) -> None:
+        arriving = self._arriving[session_id]
+        del arriving[name]
+        if not arriving:
+            del self._arriving[session_id]
+
+    async def _store(self, record: SessionRecord, part: IncomingFile, head: bytes, kind: FileKind, tmp: Path, name: str, final: str) -> FileRecord:
+        size, digest = await self._write(record, part, head, tmp, name, final)
+        file = FileRecord(final, size, kind.content_type, now(), sha256=digest)
+        await self._extract(record.session_id, file, tmp, kind)
+        await aiofiles.os.replace(tmp, inside(tmp.parent, final))
         await self.sessions.add_file(record, file)
         log.info("file stored: %s (%d bytes, %d chars)", final, size, file.extracted_chars)
         return file
@@ -121,8 +125,8 @@ class UploadService:
         digest = hashlib.sha256()
         size = 0
         arriving = self._arriving[record.session_id]
-        try:
-            async with aiofiles.open(tmp, "wb") as out:
+        async with aiofiles.open(tmp, "wb") as out:
+            try:
                 chunk = head
                 while chunk:
                     size += len(chunk)
@@ -131,9 +135,9 @@ class UploadService:
                     digest.update(chunk)
                     await out.write(chunk)
                     chunk = await part.read_chunk(CHUNK)
-        except BaseException:
-            await asyncio.to_thread(tmp.unlink, True)
-            raise
+            except BaseException:
+                arriving[final] = 0  # refused or dropped: it stops counting now, before the file closes (an await)
+                raise
         return size, digest.hexdigest()
 
     def _check_room(self, record: SessionRecord, name: str, size: int) -> None:

@@ -164,6 +164,18 @@ async def test_uploads_at_once_share_the_session_limits(small_limits):
     assert len((await (await client.get(f"/sessions/{other}/files")).json())["files"]) == 4
 
 
+async def test_a_refused_upload_frees_its_share_at_once(aiohttp_client, tmp_path):
+    """Uploads streaming together until one passes the session's space: that one is refused
+    and the others, which fit without it, are stored."""
+    limits = UploadSettings(max_file_bytes=200_000, max_session_bytes=500_000)
+    client = await aiohttp_client(create_app(make_settings(tmp_path / "d", uploads=limits)))
+    sid = (await new_session(client))["session_id"]
+    responses = await asyncio.gather(*(upload(client, sid, (f"part{i}.txt", bytes([97 + i]) * 150_000)) for i in range(4)))
+    assert sorted(r.status for r in responses) == [201, 201, 201, 413]
+    listed = (await (await client.get(f"/sessions/{sid}/files")).json())["files"]
+    assert sum(f["size"] for f in listed) == 450_000
+
+
 async def test_non_multipart_and_empty_uploads(client):
     sid = (await new_session(client))["session_id"]
     resp = await client.post(f"/sessions/{sid}/files", data=b"raw bytes")
