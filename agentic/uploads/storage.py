@@ -72,8 +72,6 @@ class UploadService:
                     raise Invalid("invalid_field", "every part of the upload must be a file")
                 if len(received) >= self.settings.max_files_per_upload:
                     raise TooLarge("too_many_files", f"at most {self.settings.max_files_per_upload} files per upload")
-                if len(record.files) + len(self._arriving.get(record.session_id, ())) >= self.settings.max_files_per_session:
-                    raise TooLarge("too_many_files", f"a session holds at most {self.settings.max_files_per_session} files")
                 received.append(await self._receive_part(record, part, folder))
         except BaseException:
             for file in received:  # an upload is all or nothing
@@ -93,9 +91,12 @@ class UploadService:
         kind = classify(name, head)
         if kind is None:
             raise Unsupported("file_type_refused", f"{name!r}: this file type is not accepted (text, source code, csv, json, pdf, xlsx, pptx, docx are)")
+        # From the count to the reservation without an await: uploads running at once see each other.
+        if len(record.files) + len(self._arriving.get(record.session_id, ())) >= self.settings.max_files_per_session:
+            raise TooLarge("too_many_files", f"a session holds at most {self.settings.max_files_per_session} files")
         arriving = self._arriving.setdefault(record.session_id, {})
         final = unique_name(name, set(record.files) | set(arriving))
-        arriving[final] = 0  # before any await: another upload of the same name now picks another
+        arriving[final] = 0  # another upload of the same name now picks another
         tmp = folder / f".incoming-{uuid.uuid4().hex}{Path(name).suffix}"  # libraries go by the extension
         try:
             file = await self._store(record, part, head, kind, tmp, name, final)

@@ -162,6 +162,10 @@ async def test_uploads_at_once_share_the_session_limits(small_limits):
     responses = await asyncio.gather(*(upload(client, other, (f"small{i}.txt", f"file {i}".encode())) for i in range(6)))
     assert sorted(r.status for r in responses) == [201] * 4 + [413] * 2
     assert len((await (await client.get(f"/sessions/{other}/files")).json())["files"]) == 4
+    third = (await new_session(client))["session_id"]
+    assert (await upload(client, third, *[(f"first{i}.txt", b"x") for i in range(3)])).status == 201
+    responses = await asyncio.gather(*(upload(client, third, (f"last{i}.txt", b"y")) for i in range(2)))
+    assert sorted(r.status for r in responses) == [201, 413]  # one room left, two uploads for it
 
 
 async def test_a_refused_upload_frees_its_share_at_once(aiohttp_client, tmp_path):
