@@ -28,14 +28,15 @@ async def test_search_finds_an_older_session_of_this_browser_only(deployed, seed
     await results.first.wait_for()
     # the seeded session also says QUOKKA, but this browser does not hold its id
     assert set(await results.evaluate_all("items => items.map(i => i.dataset.sessionId)")) == {older}
-    assert await results.locator("mark").first.inner_text() == "QUOKKA"
+    # the reply may say the word too (the model samples it): any match of this session will do
+    assert (await results.locator("mark").first.inner_text()).lower() == "quokka"
     assert asked and all('"quok"' in body for body in asked), asked
     await shot(page, "13-search-results")
     await page.locator("#search-results li[data-kind=message]").first.get_by_role("button").click()
     await page.wait_for_function(f"window.agenticChat.state.session.session_id === '{older}'")
     highlighted = page.locator(".message.highlight")
     await highlighted.wait_for()
-    assert "QUOKKA" in await highlighted.inner_text()
+    assert "quokka" in (await highlighted.inner_text()).lower()
     assert await highlighted.evaluate("e => e === document.activeElement")
     await shot(page, "14-search-opened")
     # the route itself: only the sessions named are searched
