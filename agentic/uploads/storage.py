@@ -117,7 +117,10 @@ class UploadService:
         size, digest = await self._write(record, part, head, tmp, name, final)
         file = FileRecord(final, size, kind.content_type, now(), sha256=digest)
         await self._extract(record.session_id, file, tmp, kind)
-        await aiofiles.os.replace(tmp, inside(tmp.parent, final))
+        try:
+            await aiofiles.os.replace(tmp, inside(tmp.parent, final))
+        except FileNotFoundError:  # the session was deleted meanwhile, its folder with it
+            raise NotFound("session_not_found", "the session was deleted during the upload") from None
         await self.sessions.add_file(record, file)
         log.info("file stored: %s (%d bytes, %d chars)", final, size, file.extracted_chars)
         return file

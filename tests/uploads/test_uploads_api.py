@@ -180,6 +180,17 @@ async def test_a_refused_upload_frees_its_share_at_once(aiohttp_client, tmp_path
     assert sum(f["size"] for f in listed) == 450_000
 
 
+async def test_uploads_into_a_session_deleted_meanwhile_end_clearly(client):
+    sid = (await new_session(client))["session_id"]
+    uploads = [asyncio.create_task(upload(client, sid, (f"big{i}.txt", b"x" * 10_000_000))) for i in range(3)]
+    await asyncio.sleep(0.05)
+    assert (await client.delete(f"/sessions/{sid}")).status == 200
+    for resp in await asyncio.gather(*uploads):
+        assert resp.status in (201, 404), await resp.text()
+        if resp.status == 404:
+            assert_error(await resp.json(), "session_not_found")
+
+
 async def test_non_multipart_and_empty_uploads(client):
     sid = (await new_session(client))["session_id"]
     resp = await client.post(f"/sessions/{sid}/files", data=b"raw bytes")
