@@ -23,6 +23,13 @@ class NotFound(DomainError):
     """What was asked for does not exist, or no longer does."""
 
 
+class SessionGone(NotFound):
+    """The session was deleted (or expired) while a request was still using it."""
+
+    def __init__(self, message: str = "the session was deleted meanwhile") -> None:
+        super().__init__("session_not_found", message)
+
+
 class Conflict(DomainError):
     """It cannot be done in the current state (a reply is already being generated)."""
 

@@ -21,7 +21,7 @@ from typing import Any, AsyncIterator, Awaitable, Callable, Iterable, Sequence
 
 import asyncpg
 
-from agentic.errors import Invalid, NotFound
+from agentic.errors import Invalid, NotFound, SessionGone
 from agentic.sessions.backend import StoreStats, pending_migrations
 from agentic.sessions.models import ChatSettings, FileRecord, Message, SearchHit, SessionRecord, now
 from agentic.sessions.store import MATCH_CLOSE, MATCH_OPEN, _marked
@@ -162,6 +162,8 @@ class PostgresStore:
                 await self._notify(conn, held)
         except BAD_TEXT as exc:  # PostgreSQL text cannot hold NUL, which SQLite's can
             raise Invalid("invalid_field", "text must not contain NUL characters") from exc
+        except asyncpg.ForeignKeyViolationError:  # a row for a session deleted since the caller found it
+            raise SessionGone() from None
         finally:
             self._release(held)
 

@@ -18,6 +18,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Awaitable, Callable, Iterable, Sequence, TypeVar
 
+from agentic.errors import SessionGone
 from agentic.sessions.backend import StoreStats, pending_migrations
 from agentic.sessions.models import ChatSettings, FileRecord, Message, SearchHit, SessionRecord, now
 
@@ -113,7 +114,12 @@ class SessionStore:
 
     # -- plumbing -------------------------------------------------------------
     async def _run(self, fn: Callable[..., T], *args: Any) -> T:
-        return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
+        try:
+            return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
+        except sqlite3.IntegrityError as exc:  # a row for a session deleted since the caller found it
+            if "FOREIGN KEY" not in str(exc):
+                raise
+            raise SessionGone() from None
 
     def _db(self) -> sqlite3.Connection:
         assert self._conn is not None, "store is not open"

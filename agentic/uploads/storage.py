@@ -18,7 +18,7 @@ import aiofiles
 import aiofiles.os
 
 from agentic.config import UploadSettings
-from agentic.errors import Invalid, NotFound, TooLarge, Unsupported
+from agentic.errors import Invalid, NotFound, SessionGone, TooLarge, Unsupported
 from agentic.sessions.lifecycle import SessionManager
 from agentic.sessions.models import FileRecord, SessionRecord, now
 from agentic.uploads.folders import UploadFolders
@@ -119,9 +119,13 @@ class UploadService:
         await self._extract(record.session_id, file, tmp, kind)
         try:
             await aiofiles.os.replace(tmp, inside(tmp.parent, final))
-        except FileNotFoundError:  # the session was deleted meanwhile, its folder with it
-            raise NotFound("session_not_found", "the session was deleted during the upload") from None
-        await self.sessions.add_file(record, file)
+            await self.sessions.add_file(record, file)
+        except (FileNotFoundError, SessionGone) as exc:  # the session was deleted meanwhile, its folders with it
+            if isinstance(exc, FileNotFoundError) and self.sessions.find(record.session_id) is not None:
+                raise
+            # Its removal may have run before this upload's text or file landed: remove them again.
+            await asyncio.to_thread(self.folders.remove_session, record.session_id)
+            raise SessionGone("the session was deleted during the upload") from None
         log.info("file stored: %s (%d bytes, %d chars)", final, size, file.extracted_chars)
         return file
 

@@ -79,11 +79,20 @@ def response_started(request: web.Request) -> bool:
     return request.writer.output_size > 0
 
 
+def client_gone(request: web.Request) -> bool:
+    transport = request.transport
+    return transport is None or transport.is_closing()
+
+
 @web.middleware
 async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     try:
         return await handler(request)
     except Exception as exc:
+        if isinstance(exc, ConnectionResetError) and client_gone(request):
+            # The caller hung up (a dropped upload, a closed stream): nobody to answer, nothing broken.
+            log.info("client went away during %s %s", request.method, request.path)
+            return json_error(400, "connection_lost", "the client closed the connection")
         if response_started(request):
             # aiohttp logs this once and closes the connection without writing an answer.
             raise ConnectionResetError("error after the response started") from exc

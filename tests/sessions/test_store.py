@@ -8,7 +8,7 @@ from pathlib import Path
 import asyncpg
 import pytest
 
-from agentic.errors import Invalid
+from agentic.errors import Invalid, SessionGone
 from agentic.sessions import pg_store, store as sqlite_store
 from agentic.sessions.backend import SchemaTooNew, Store
 from agentic.sessions.factory import open_store
@@ -75,6 +75,20 @@ async def test_delete_cascades_messages_and_files(store_url):
     again = await opened(store_url)
     assert again.sessions == {} and await again.live_ids() == set()
     await again.close()
+
+
+async def test_writing_into_a_session_deleted_meanwhile_is_session_not_found(store_url):
+    """A request that found the session before another deleted it: its message or file is
+    refused in the domain's words, and nothing of it is kept."""
+    store = await opened(store_url)
+    record = await store.create(B, None, "", ChatSettings())
+    await store.delete(record.session_id)
+    with pytest.raises(SessionGone):
+        await store.add_message(record, "user", "late")
+    with pytest.raises(SessionGone):
+        await store.add_file(record, FileRecord("late.txt", 1, "text/plain", 1.0))
+    assert await store.messages(record.session_id) == [] and record.files == {}
+    await store.close()
 
 
 async def test_take_expired_removes_only_idle_sessions_and_counts_them(store_url):
