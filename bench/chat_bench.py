@@ -13,7 +13,8 @@ Scenarios:
   shared     8 sessions whose conversations start with one 500-token system prompt (one such
              session ran before), one turn each at the same moment
   turns      turn-10 vs turn-1 TTFT, 8 sessions interleaving 10 turns each; --rounds rounds, peers in
-             turn (new sessions each round), medians over rounds
+             turn (new sessions each round), medians over rounds; each turn after the first is sent
+             as soon as the reply is in, or --turn-pause seconds later (people reading it)
   openai     (not by default) streamed /v1/chat/completions, agentic (each session's own turn,
              its id as the key) vs llama-server's, empty slots; run it with --n 1 8
   file       (not by default) TTFT of turns 2 and 3 in a session with an uploaded 40-passage file,
@@ -83,6 +84,9 @@ def shared_conversation() -> list[dict[str, str]]:
 CTX_PER_SEQ = 1024
 TURNS_CTX_PER_SEQ = 2048  # the product's default: ten turns fit without trimming
 STEADY_PAUSE_S = 1.0
+# Quiet after every round, so that what a server does once its turns are over (agentic computes
+# the closing tokens of finished replies while idle) never runs during another peer's round.
+SETTLE_S = 0.5
 STEADY_REPLY_TOKENS = (16, 128)
 THREADS = 2
 
@@ -292,9 +296,9 @@ class Plan:
     lengths: list[int]
 
 
-def turns_plans(sessions: int, turns: int, reply_tokens: int) -> list[Plan]:
-    """Turn-10 vs turn-1: every person sends the next turn as soon as the reply is in."""
-    return [Plan([0.0] * turns, [reply_tokens] * turns) for _ in range(sessions)]
+def turns_plans(sessions: int, turns: int, reply_tokens: int, pause: float = 0.0) -> list[Plan]:
+    """Turn-10 vs turn-1: every person sends the next turn `pause` seconds after the reply is in."""
+    return [Plan([0.0] + [pause] * (turns - 1), [reply_tokens] * turns) for _ in range(sessions)]
 
 
 def steady_plans(people: int, turns: int, seed: int = 7) -> list[Plan]:
@@ -466,6 +470,7 @@ def measure_side_by_side(model: Path, n: int, args: argparse.Namespace, scenario
         for r in range(args.rounds):
             for peer, one_round in peers.items():
                 rounds.setdefault(peer, []).append(one_round(r))
+                time.sleep(SETTLE_S)
     if scenario == "empty" and have_peers and n <= args.lcp_max_n:  # one round: it serves one request at a time
         port, server = lcp_server(model)
         with server:
@@ -501,7 +506,7 @@ def turns_table(model: Path, args: argparse.Namespace, have_peers: bool) -> str:
     """Every peer up at once, --rounds rounds taken in turn (new sessions each round; earlier
     rounds' stay); per peer the medians over rounds of turn 1's and turn N's TTFT p50, and of
     the rounds' ratios (a round's turn N is one burst of eight, so one round says little)."""
-    plans = turns_plans(8, args.turns, args.turn_tokens)
+    plans = turns_plans(8, args.turns, args.turn_tokens, args.turn_pause)
     runs: dict[str, list[TurnsRun]] = {}
     with ExitStack() as stack:
         peers = {}
@@ -513,15 +518,16 @@ def turns_table(model: Path, args: argparse.Namespace, have_peers: bool) -> str:
         for _ in range(args.rounds):
             for peer, people in peers.items():
                 runs.setdefault(peer, []).append(asyncio.run(people(plans)))
+                time.sleep(SETTLE_S)
     rows = []
     for peer, rounds in runs.items():
         first = [percentile(run.ttft[1], 50) for run in rounds]
         last = [percentile(run.ttft[args.turns], 50) for run in rounds]
         ratios = [b / a for a, b in zip(first, last)]
         prefilled = [f"{sum(rounds[0].prefilled[t]) // len(rounds[0].prefilled[t])}" if rounds[0].prefilled[t] else "-" for t in (1, args.turns)]
-        rows.append([peer, len(rounds), round(statistics.median(first)), round(statistics.median(last)), f"{statistics.median(ratios):.2f}x",
-                     " ".join(f"{r:.2f}" for r in ratios), *prefilled])
-    return table(["peer", "rounds", "turn-1 TTFT p50 ms", f"turn-{args.turns} TTFT p50 ms", "ratio (median)", "ratio by round",
+        rows.append([peer, len(rounds), round(statistics.median(first)), round(statistics.median(last)), " ".join(f"{ms:.0f}" for ms in last),
+                     f"{statistics.median(ratios):.2f}x", " ".join(f"{r:.2f}" for r in ratios), *prefilled])
+    return table(["peer", "rounds", "turn-1 TTFT p50 ms", f"turn-{args.turns} TTFT p50 ms", "by round", "ratio (median)", "ratio by round",
                   "turn-1 tokens prefilled", f"turn-{args.turns} prefilled"], rows)
 
 
@@ -637,7 +643,7 @@ def run(args: argparse.Namespace) -> None:
         print(f"\n{title}{replies}, {THREADS} threads ({os.cpu_count()} cores), medians over rounds")
         print(throughput_table(summaries), flush=True)
     if "turns" in args.scenarios and args.turns:
-        print(f"\nTurn-{args.turns} vs turn-1 TTFT, 8 sessions interleaving, {args.turn_tokens}-token replies")
+        print(f"\nTurn-{args.turns} vs turn-1 TTFT, 8 sessions interleaving, {args.turn_tokens}-token replies, {args.turn_pause:g} s before each next turn")
         print(turns_table(model, args, have_peers))
     if "file" in args.scenarios:
         print(f"\nA session with a 40-passage text file: turn 2 (other passages than turn 1), turn 3 (turn 1's again), {args.file_sessions} sessions, {args.turn_tokens}-token replies")
@@ -659,6 +665,7 @@ def main() -> None:
     parser.add_argument("--lcp-max-n", type=int, default=8, help="largest N to run llama_cpp.server at (it serves one request at a time)")
     parser.add_argument("--turns", type=int, default=10)
     parser.add_argument("--turn-tokens", type=int, default=32)
+    parser.add_argument("--turn-pause", type=float, default=0.0, help="turns scenario: seconds each person waits after a reply before the next turn")
     parser.add_argument("--model", type=Path, help="GGUF file (default: the bundled model)")
     run(parser.parse_args())
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from typing import Sequence
 
+from jinja2 import TemplateError
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 # ChatML, used only when a model ships no template of its own.
@@ -47,3 +48,17 @@ class ChatTemplate:
             elif piece:
                 parts.append((piece, False))
         return parts
+
+    def text_after_reply(self) -> str | None:
+        """The template's text between an assistant reply and the next user message's content
+        (ChatML: "<|im_end|>\n<|im_start|>user\n"): what every next turn's prompt holds after
+        the reply. None where the template does not render a conversation of three messages."""
+        probe = [{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"}, {"role": "user", "content": "c"}]
+        try:
+            parts = self.render_parts(probe)
+        except (TemplateError, ValueError):
+            return None
+        contents = [i for i, (_, is_content) in enumerate(parts) if is_content]
+        if len(contents) != len(probe):
+            return None
+        return "".join(text for text, _ in parts[contents[1] + 1:contents[2]])

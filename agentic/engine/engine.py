@@ -191,6 +191,8 @@ class Engine:
             "tokens_shared": c.tokens_shared,
             "max_prompts_in_step": c.max_prompts_in_step,
             "turns_moved": c.turns_moved,
+            "close_outs": c.close_outs,
+            "tokens_closed_out": c.tokens_closed_out,
             "decode_s": round(c.decode_s, 3),
             "handoff_s": round(c.handoff_s, 3),
             "busy_s": round(c.busy_s, 3),

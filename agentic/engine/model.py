@@ -95,6 +95,9 @@ class LlamaModel:
         self.memory = llama_cpp.llama_get_memory(self.ctx)
         self.template = ChatTemplate(self.metadata("tokenizer.chat_template"), self.token_text(llama_cpp.llama_vocab_bos(self.vocab)), self.token_text(llama_cpp.llama_vocab_eos(self.vocab)))
         self.name = self.metadata("general.name") or self.path.stem
+        after_reply = self.template.text_after_reply()
+        # What a conversation's next prompt holds right after a reply (see Scheduler._close_out).
+        self.after_reply_tokens = self.tokenize(after_reply, special=True) if after_reply else None
         self._piece_buf = ctypes.create_string_buffer(256)
         self.n_vocab = llama_cpp.llama_vocab_n_tokens(self.vocab)
         self.end_of_generation_tokens = [t for t in range(self.n_vocab) if llama_cpp.llama_vocab_is_eog(self.vocab, t)]

@@ -61,6 +61,9 @@ MIN_SHARED_PREFIX = 16
 PARK_AFTER_S = 2.0
 # A turn is moved to close a gap (a copy of its whole stream) only if it has this many tokens left.
 MOVE_MIN_TOKENS_LEFT = 4
+# A finished reply's closing tokens wait this long for a next turn already on its way, which
+# takes them in its prompt (see _close_out).
+CLOSE_OUT_AFTER_S = 0.05
 # A failed llama_decode loses the turns in that step; this many in a row means the engine is broken.
 MAX_DECODE_FAILURES = 3
 
@@ -80,6 +83,8 @@ class EngineCounters:
     tokens_shared: int = 0
     max_prompts_in_step: int = 0
     turns_moved: int = 0
+    close_outs: int = 0
+    tokens_closed_out: int = 0
     # Where the inference thread's time goes while turns run (the profile behind the benchmark):
     # inside llama_decode, waiting for the event loop to take a step's events, and in all.
     decode_s: float = 0.0
@@ -163,13 +168,15 @@ class Scheduler:
     def _run(self) -> None:
         try:
             while not self._stopping:
-                self._take_commands(block=not self.active and (not self.waiting or self._stalled))
+                self._take_commands(self._idle_wait())
                 self._gather_burst()
                 self._admit_waiting()
                 self._park_idle()
                 started = time.perf_counter()
                 if self.active:
                     self._step()
+                elif self._may_close_out():
+                    self._close_out()
                 self._flush_outbox()
                 if self.active or self.waiting:
                     self.counters.busy_s += time.perf_counter() - started
@@ -181,9 +188,17 @@ class Scheduler:
             self.kv.close()
             self._batch.free()
 
-    def _take_commands(self, block: bool) -> None:
+    def _idle_wait(self) -> float:
+        """How long the thread may wait for a command: not at all while turns run or can start;
+        while idle, until the next close-out is due, and half a second at most."""
+        if self.active or (self.waiting and not self._stalled):
+            return 0.0
+        due = [slot.close_out_at for slot in self._closings()] if self._may_close_out() else []
+        return max(0.0, min([0.5, *(at - time.monotonic() for at in due)]))
+
+    def _take_commands(self, timeout: float) -> None:
         try:
-            command = self._commands.get(timeout=0.5) if block else self._commands.get_nowait()
+            command = self._commands.get(timeout=timeout) if timeout > 0 else self._commands.get_nowait()
         except queue.Empty:
             return
         while True:
@@ -232,12 +247,17 @@ class Scheduler:
         if self.active or not self.waiting:
             return
         started = time.monotonic()
-        self._announced = {sid: at for sid, at in self._announced.items() if at > started - ANNOUNCED_TTL_S}
-        while self._announced and not self._stopping and (left := started + GATHER_S - time.monotonic()) > 0:
+        while self._turns_announced() and not self._stopping and (left := started + GATHER_S - time.monotonic()) > 0:
             try:
                 self._apply(*self._commands.get(timeout=left))
             except queue.Empty:
                 return
+
+    def _turns_announced(self) -> bool:
+        """Whether a turn announced is still on its way (stale announcements are dropped)."""
+        fresh = time.monotonic() - ANNOUNCED_TTL_S
+        self._announced = {sid: at for sid, at in self._announced.items() if at > fresh}
+        return bool(self._announced)
 
     def _admit_waiting(self) -> None:
         """Start waiting turns in order while there is room. A session whose saved state is
@@ -307,9 +327,12 @@ class Scheduler:
 
     def _park_idle(self) -> None:
         """Sessions idle for park_after_s leave the cache for RAM: all of them while no turn
-        runs, one per step while turns run (each is a memory copy of its state)."""
+        runs (after their close-out, see _close_out), one per step while turns run (each is a
+        memory copy of its state)."""
         idle_since = time.monotonic() - self.park_after_s
         for slot in self.slots:
+            if slot.closing and not self.active:
+                continue
             if slot.session_id is not None and slot.turn is None and slot.last_used <= idle_since:
                 self._evict(slot)
                 if self.active:
@@ -329,6 +352,7 @@ class Scheduler:
         computes only what its prompt does not share with them, as with llama-server's slots:
         every prompt starts with the chat template's opening (6 of a 41-token first prompt)."""
         slot.former_session = slot.session_id if keep_cells else None
+        slot.closing = []
         if not keep_cells:
             self.model.seq_truncate(slot.seq, 0)
             slot.truncate(0)
@@ -352,6 +376,7 @@ class Scheduler:
 
     def _start_turn(self, req: TurnRequest, slot: Slot, prompt: list[int], trimmed: int) -> None:
         restored = False
+        slot.closing = []  # the prompt holds them, if the guess was right
         if slot.session_id != req.session_id:
             slot.session_id, slot.former_session = req.session_id, None
             self.resident.add(req.session_id)
@@ -547,6 +572,7 @@ class Scheduler:
         if turn.first_token_at is None:
             turn.first_token_at = time.perf_counter()
         if self.model.is_eog(token):
+            self._expect_next_message(turn, [])
             self._finish(turn, "stop")
             return
         turn.generated += 1
@@ -555,9 +581,47 @@ class Scheduler:
         if text:
             self._emit(turn.req, Token(text))
         if turn.generated >= turn.req.max_tokens or len(turn.slot.tokens) + 1 >= self.model.n_ctx_seq:
+            self._expect_next_message(turn, [token])
             self._finish(turn, "length")
         else:
             turn.next_token = token
+
+    def _expect_next_message(self, turn: ActiveTurn, reply_end: list[int]) -> None:
+        """Note what the session's next prompt holds after the cache: the reply's last token
+        (sampled, never decoded) and the template's text up to the next message's content."""
+        closing = reply_end + (self.model.after_reply_tokens or [])
+        if closing and len(turn.slot.tokens) + len(closing) <= self.model.n_ctx_seq:
+            turn.slot.closing, turn.slot.close_out_at = closing, time.monotonic() + CLOSE_OUT_AFTER_S
+
+    def _closings(self) -> list[Slot]:
+        """Slots with closing tokens to compute (none whose stream a pending copy involves)."""
+        return [slot for slot in self.slots if slot.closing and slot.seq not in self._copies_pending]
+
+    def _may_close_out(self) -> bool:
+        return not self.active and not self.waiting and not self._turns_announced()
+
+    def _close_out(self) -> None:
+        """While no turn runs, waits or is on its way, compute one idle session's closing tokens
+        (see _expect_next_message), so that its next turn prefills only its own message: a
+        quarter of a 25-token message's prefill on CPU, while its author reads the reply. A
+        guess the next prompt does not match is cut back when that turn starts. One session a
+        step, so a turn that arrives meanwhile waits for a few tokens at most."""
+        now = time.monotonic()
+        due = [slot for slot in self._closings() if slot.close_out_at <= now]
+        if not due:
+            return
+        slot = min(due, key=lambda s: s.close_out_at)
+        closing, slot.closing = slot.closing, []
+        self._batch.clear()
+        for i, token in enumerate(closing):
+            self._batch.add(token, len(slot.tokens) + i, slot.seq, False)
+        if self._batch.decode(self.model.ctx) != 0:
+            self.model.seq_truncate(slot.seq, len(slot.tokens))
+            return
+        self._copies_pending.clear()
+        slot.extend(closing)
+        self.counters.close_outs += 1
+        self.counters.tokens_closed_out += len(closing)
 
     def _reap_cancelled(self) -> None:
         for turn in list(self.active):
@@ -579,7 +643,7 @@ class Scheduler:
         error = Failed("engine_failed", reason)
         for turn in list(self.active):
             self._finish(turn, "error", error)
-        self._take_commands(block=False)
+        self._take_commands(0)
         for req in list(self.waiting):
             self._dequeue(req)
             self._emit(req, error)

@@ -38,7 +38,8 @@ async def written(client) -> None:
 
 
 def recording_steps(scheduler) -> list[dict[int, int]]:
-    """Wrap the real decode so each step records how many tokens each sequence put in it."""
+    """Wrap the real decode so each step of turns records how many tokens each sequence put in
+    it (not the close-outs of finished replies, which run only while no turn does)."""
     batch, real_decode, steps = scheduler._batch, scheduler._batch.decode, []
 
     def decode(ctx):
@@ -46,7 +47,8 @@ def recording_steps(scheduler) -> list[dict[int, int]]:
         for i in range(batch.n):
             seq = batch.raw.seq_id[i][0]
             per_seq[seq] = per_seq.get(seq, 0) + 1
-        steps.append(per_seq)
+        if scheduler.active:
+            steps.append(per_seq)
         return real_decode(ctx)
 
     batch.decode = decode

@@ -304,3 +304,40 @@ async def test_a_freed_sequence_keeps_its_cells_for_the_next_session(aiohttp_cli
     assert not scheduler.slots[0].tokens and scheduler.slots[0].former_session is None
     third = (await new_session(client))["session_id"]
     assert (await reply(client, third, "Hi.", max_tokens=2))["usage"]["cached_tokens"] == 0
+
+
+async def closed_out(client, count: int) -> None:
+    scheduler = client.app[keys.engine_key].scheduler
+    async with asyncio.timeout(10):
+        while scheduler.counters.close_outs < count:
+            await asyncio.sleep(0.02)
+
+
+async def test_the_end_of_a_reply_is_computed_while_its_author_reads_it(aiohttp_client, tmp_path):
+    """Once the engine is idle, a finished reply's last token and the template's opening of the
+    next message go into the cache, so the next turn prefills only its own message."""
+    client = await started_app(aiohttp_client, tmp_path, park_after_s=1e9)
+    model = client.app[keys.engine_key].model
+    assert model.tokenize("<|im_end|>\n<|im_start|>user\n", special=True) == model.after_reply_tokens
+    sid = (await new_session(client, settings={**GREEDY, "ignore_eos": True}))["session_id"]
+    first = (await reply(client, sid, "Tell me about tides.", max_tokens=8))["usage"]
+    await closed_out(client, 1)
+    second = (await reply(client, sid, "And neap tides?", max_tokens=8))["usage"]
+    closing = 1 + len(model.after_reply_tokens)  # the reply's last token, never decoded while it ran
+    assert second["cached_tokens"] == first["prompt_tokens"] + first["completion_tokens"] - 1 + closing
+    assert second["prefill_tokens"] == len(model.tokenize("And neap tides?") + model.tokenize("<|im_end|>\n<|im_start|>assistant\n", special=True))
+    assert client.app[keys.engine_key].stats()["tokens_closed_out"] == closing
+
+
+async def test_a_closed_out_reply_that_the_next_prompt_does_not_hold_is_cut_back(aiohttp_client, tmp_path):
+    """Regenerating a reply drops it from the conversation: the closing tokens computed after it
+    are cut back, and the regenerated reply is the one the same prompt gave before."""
+    client = await started_app(aiohttp_client, tmp_path, park_after_s=1e9)
+    sid = (await new_session(client, settings={**GREEDY, "ignore_eos": True}))["session_id"]
+    first = await reply(client, sid, "Tell me about tides.", max_tokens=8)
+    await closed_out(client, 1)
+    resp = await client.post(f"/sessions/{sid}/regenerate", json={"max_tokens": 8})
+    again = await resp.json()
+    assert resp.status == 200, again
+    assert again["usage"]["cached_tokens"] == first["usage"]["prompt_tokens"] - 1
+    assert again["message"]["content"] == first["message"]["content"]
