@@ -24,7 +24,7 @@ from agentic.logs import session_id_var
 from agentic.sessions.lifecycle import SessionManager
 from agentic.sessions.factory import open_store
 from agentic.uploads.storage import UploadService
-from agentic.web.errors import error_middleware
+from agentic.web.errors import error_middleware, quiet_malformed_requests
 from agentic.web.guard import allowed_host_names, host_guard, origin_guard
 from agentic.web.templates import STATIC_DIR, setup_templates
 
@@ -50,6 +50,7 @@ async def mirror_named_session(request: web.Request, handler):
 
 
 def create_app(settings: Settings) -> web.Application:
+    quiet_malformed_requests()
     metrics = Metrics(settings.server_name)
     app = web.Application(
         middlewares=[

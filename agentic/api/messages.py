@@ -14,6 +14,7 @@ from agentic.api.requests import int_field, live_session, read_json_object
 from agentic.chat.service import TurnOptions
 from agentic.chat.subscribers import Subscriber
 from agentic.chat.turns import Turn
+from agentic.errors import SessionGone
 from agentic.sessions.models import SessionRecord, checked_stops
 from agentic.web.errors import ApiError
 
@@ -70,6 +71,8 @@ async def answer(request: web.Request, record: SessionRecord, body: dict[str, An
         code = outcome["code"] if outcome else "generation_failed"
         message = outcome["message"] if outcome else "generation failed"
         raise ApiError(422 if code == "context_overflow" else 503, code, message)
+    if outcome["message"] is None and request.app[keys.sessions_key].find(record.session_id) is None:
+        raise SessionGone("the session was deleted during its turn")
     return web.json_response({"message": outcome["message"], "usage": usage})
 
 

@@ -11,7 +11,7 @@ from typing import Any, Awaitable, Callable, TypeVar
 from agentic.chat.subscribers import Subscriber
 from agentic.chat.turns import Turn
 from agentic.engine.engine import Engine
-from agentic.errors import Busy, Conflict, Invalid, NotFound, TooLarge, Unavailable
+from agentic.errors import Busy, Conflict, Invalid, NotFound, SessionGone, TooLarge, Unavailable
 from agentic.engine.types import Done, EngineBusy, EngineNotReady, Failed, Queued, Sampling, Token, TurnEvent, TurnRequest
 from agentic.sessions.lifecycle import SessionManager
 from agentic.sessions.models import Message, SessionRecord
@@ -263,6 +263,8 @@ class ChatService:
         try:
             await change(turn)
             messages = await self._conversation(record, turn)
+            if self.sessions.find(record.session_id) is None:  # deleted meanwhile: its engine state is already dropped
+                raise SessionGone("the session was deleted before its turn started")
             self._submit(turn, record.session_id, messages, options, record)
         except BaseException:
             self.engine.withdraw(record.session_id)

@@ -12,7 +12,7 @@ from aiohttp_session import session_middleware
 from agentic.config import ClientSettings
 from agentic.proxy.binding import SessionBinder, cookie_storage, load_cookie_key, valid_uuid
 from agentic.proxy.forward import UPSTREAM_ERRORS, Forwarder, backend_target, upstream_failure
-from agentic.web.errors import ApiError, error_middleware
+from agentic.web.errors import ApiError, error_middleware, quiet_malformed_requests
 from agentic.web.openai_errors import openai_errors_middleware
 from agentic.web.guard import allowed_host_names, host_guard, origin_allowed, parse_host, parse_origin
 from agentic.web.templates import STATIC_DIR, render_chat_page, setup_templates
@@ -27,6 +27,7 @@ STATE_CHANGING = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 
 def create_proxy_app(settings: ClientSettings, forwarder: Forwarder, binder: SessionBinder, cookie_key: bytes, api_prefix: str = "") -> web.Application:
     """Forwards every route to the main server; `api_prefix` is set when mounted under the frontend."""
+    quiet_malformed_requests()
     openai_errors = openai_errors_middleware(lambda request: backend_path(request).startswith("/v1/"))
     app = web.Application(middlewares=[openai_errors, error_middleware, host_guard(allowed_host_names(settings.host, settings.allowed_hosts)), session_middleware(cookie_storage(cookie_key, settings.number))], client_max_size=1024**2)
     app[client_settings_key] = settings

@@ -6,6 +6,7 @@ import logging
 from typing import Any, Awaitable, Callable
 
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 
 from agentic.errors import Busy, Conflict, DomainError, Invalid, Malformed, NotFound, TooLarge, Unavailable, Unsupported
 
@@ -77,6 +78,27 @@ def response_started(request: web.Request) -> bool:
     """Whether the handler already sent a head (a stream, an upgraded WebSocket): no error answer
     may be written after it, or its bytes land inside the stream."""
     return request.writer.output_size > 0
+
+
+class MalformedRequests(logging.Filter):
+    """aiohttp logs a request it cannot parse (junk after an answered request on a kept-alive
+    connection, a bad header) as an error with a traceback, so any client could fill the log
+    with them; it answers 400 itself. They become one info line."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if isinstance(exc, HttpProcessingError):
+            record.msg, record.args = "%s: malformed request (%s)", (record.getMessage(), exc.message)
+            record.levelno, record.levelname = logging.INFO, "INFO"
+            record.exc_info = record.exc_text = None
+        return True
+
+
+def quiet_malformed_requests() -> None:
+    """Install MalformedRequests on aiohttp's server log, once per process (both servers' app factories call it)."""
+    server = logging.getLogger("aiohttp.server")
+    if not any(isinstance(f, MalformedRequests) for f in server.filters):
+        server.addFilter(MalformedRequests())
 
 
 def client_gone(request: web.Request) -> bool:

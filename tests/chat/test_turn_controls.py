@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
+
+from agentic import keys
 from tests.chat.helpers import chat_turn, open_session_socket, receive_until_done, streamed_text
-from tests.conftest import new_session
+from tests.conftest import assert_error, new_session
 
 COUNTING = "Count from one to twenty in words, separated by commas."
 
@@ -142,3 +145,38 @@ async def test_edit_refusals(model_client):
     other = (await new_session(model_client))["session_id"]
     foreign = await model_client.post(f"/sessions/{other}/messages/{reply_id}/edit", json={"content": "x"})
     assert foreign.status == 404  # a message of another session is not found there
+
+
+async def test_a_turn_whose_session_is_deleted_before_it_starts_is_session_not_found(model_client, monkeypatch):
+    """The delete lands after the message is stored and before the turn reaches the engine
+    (whose state for the session is already dropped): 404, and the engine runs nothing."""
+    sid = (await new_session(model_client))["session_id"]
+    sessions = model_client.app[keys.sessions_key]
+    engine = model_client.app[keys.engine_key]
+    stored = sessions.messages
+
+    async def deleted_first(session_id):
+        await sessions.remove(session_id)
+        return await stored(session_id)
+
+    monkeypatch.setattr(sessions, "messages", deleted_first)
+    started = engine.stats()["turns_started"]
+    resp = await model_client.post(f"/sessions/{sid}/messages", json={"content": "Hello there.", "max_tokens": 4})
+    assert resp.status == 404, await resp.text()
+    assert_error(await resp.json(), "session_not_found")
+    await asyncio.sleep(0.2)
+    assert engine.stats()["turns_started"] == started
+
+
+async def test_a_turn_whose_session_is_deleted_while_it_runs_is_session_not_found(model_client):
+    sid = (await new_session(model_client, settings={"ignore_eos": True}))["session_id"]
+    engine = model_client.app[keys.engine_key]
+    generated = engine.stats()["tokens_generated"]
+    pending = asyncio.create_task(model_client.post(f"/sessions/{sid}/messages", json={"content": "Tell me a long story.", "max_tokens": 200}))
+    async with asyncio.timeout(30):
+        while engine.stats()["tokens_generated"] == generated:
+            await asyncio.sleep(0.01)
+    assert (await model_client.delete(f"/sessions/{sid}")).status == 200
+    resp = await pending
+    assert resp.status == 404, await resp.text()
+    assert_error(await resp.json(), "session_not_found")
