@@ -4,13 +4,28 @@ from __future__ import annotations
 
 from dataclasses import replace
 from pathlib import Path
+from typing import AsyncIterator
 
 import pytest
+from aiohttp import web
 
 from agentic.app import create_app
 from agentic.config import EngineSettings, Settings, bundled_model_path
 
 MODEL = bundled_model_path()
+
+
+@pytest.fixture
+async def served_main(tmp_path) -> AsyncIterator[tuple[str, int]]:
+    """The main server (no model) on a real socket, run as `serve` runs it: aiohttp's test
+    server cancels a handler whose client left, the real one lets it run."""
+    runner = web.AppRunner(create_app(make_settings(tmp_path / "served")))
+    await runner.setup()
+    try:
+        await web.TCPSite(runner, "127.0.0.1", 0).start()
+        yield runner.addresses[0][:2]
+    finally:
+        await runner.cleanup()
 
 
 def make_settings(data_dir: Path, load_model: bool = False, **overrides) -> Settings:

@@ -5,7 +5,6 @@ import logging
 
 import aiohttp
 import pytest
-from aiohttp import web
 
 from agentic import keys
 from agentic.app import create_app
@@ -194,32 +193,25 @@ async def test_uploads_into_a_session_deleted_meanwhile_end_clearly(client):
             assert_error(await resp.json(), "session_not_found")
 
 
-async def test_a_dropped_upload_leaves_nothing_and_is_no_error(tmp_path, caplog):
+async def test_a_dropped_upload_leaves_nothing_and_is_no_error(served_main, caplog):
     """A caller that hangs up halfway through its body: the server logs that it went away (no
-    error traceback), keeps no file, and serves the next request. (A runner as `serve` makes it:
-    the test server cancels a handler whose client left, the real one lets it run.)"""
+    error traceback), keeps no file, and serves the next request."""
     caplog.set_level(logging.INFO)
-    runner = web.AppRunner(create_app(make_settings(tmp_path / "d")))
-    await runner.setup()
-    try:
-        await web.TCPSite(runner, "127.0.0.1", 0).start()
-        host, port = runner.addresses[0][:2]
-        async with aiohttp.ClientSession(f"http://{host}:{port}") as http:
-            sid = (await (await http.post("/sessions", json={})).json())["session_id"]
-            body, content_type = form(("half.txt", b"y" * 400_000))
-            _, writer = await asyncio.open_connection(host, port)
-            writer.write(f"POST /sessions/{sid}/files HTTP/1.1\r\nHost: {host}:{port}\r\nContent-Type: {content_type}\r\n"
-                         f"Content-Length: {len(body)}\r\n\r\n".encode() + body[:200_000])
-            await writer.drain()
-            await asyncio.sleep(0.2)
-            writer.close()
-            async with asyncio.timeout(5):
-                while "client went away" not in caplog.text:
-                    await asyncio.sleep(0.02)
-            assert not [r for r in caplog.records if r.levelno >= logging.ERROR], caplog.text
-            assert (await (await http.get(f"/sessions/{sid}/files")).json())["files"] == []
-    finally:
-        await runner.cleanup()
+    host, port = served_main
+    async with aiohttp.ClientSession(f"http://{host}:{port}") as http:
+        sid = (await (await http.post("/sessions", json={})).json())["session_id"]
+        body, content_type = form(("half.txt", b"y" * 400_000))
+        _, writer = await asyncio.open_connection(host, port)
+        writer.write(f"POST /sessions/{sid}/files HTTP/1.1\r\nHost: {host}:{port}\r\nContent-Type: {content_type}\r\n"
+                     f"Content-Length: {len(body)}\r\n\r\n".encode() + body[:200_000])
+        await writer.drain()
+        await asyncio.sleep(0.2)
+        writer.close()
+        async with asyncio.timeout(5):
+            while "client went away" not in caplog.text:
+                await asyncio.sleep(0.02)
+        assert not [r for r in caplog.records if r.levelno >= logging.ERROR], caplog.text
+        assert (await (await http.get(f"/sessions/{sid}/files")).json())["files"] == []
 
 
 async def test_an_upload_whose_session_is_deleted_as_it_is_recorded_leaves_nothing(client, settings, monkeypatch):
