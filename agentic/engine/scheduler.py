@@ -602,8 +602,8 @@ class Scheduler:
 
     def _close_out(self) -> None:
         """While no turn runs, waits or is on its way, compute one idle session's closing tokens
-        (see _expect_next_message), so that its next turn prefills only its own message: a
-        quarter of a 25-token message's prefill on CPU, while its author reads the reply. A
+        (see _expect_next_message), so that its next turn prefills only its own message (27
+        tokens instead of 34 in the turns bench), while its author reads the reply. A
         guess the next prompt does not match is cut back when that turn starts. One session a
         step, so a turn that arrives meanwhile waits for a few tokens at most."""
         now = time.monotonic()
