@@ -61,8 +61,8 @@ MIN_SHARED_PREFIX = 16
 PARK_AFTER_S = 2.0
 # A turn is moved to close a gap (a copy of its whole stream) only if it has this many tokens left.
 MOVE_MIN_TOKENS_LEFT = 4
-# A finished reply's closing tokens wait this long for a next turn already on its way, which
-# takes them in its prompt (see _close_out).
+# A finished reply's closing tokens wait this long after it (the slot's last_used) for a next
+# turn already on its way, which takes them in its prompt (see _close_out).
 CLOSE_OUT_AFTER_S = 0.05
 # A failed llama_decode loses the turns in that step; this many in a row means the engine is broken.
 MAX_DECODE_FAILURES = 3
@@ -193,7 +193,7 @@ class Scheduler:
         while idle, until the next close-out is due, and half a second at most."""
         if self.active or (self.waiting and not self._stalled):
             return 0.0
-        due = [slot.close_out_at for slot in self._closings()] if self._may_close_out() else []
+        due = [slot.last_used + CLOSE_OUT_AFTER_S for slot in self._closings()] if self._may_close_out() else []
         return max(0.0, min([0.5, *(at - time.monotonic() for at in due)]))
 
     def _take_commands(self, timeout: float) -> None:
@@ -591,7 +591,7 @@ class Scheduler:
         (sampled, never decoded) and the template's text up to the next message's content."""
         closing = reply_end + (self.model.after_reply_tokens or [])
         if closing and len(turn.slot.tokens) + len(closing) <= self.model.n_ctx_seq:
-            turn.slot.closing, turn.slot.close_out_at = closing, time.monotonic() + CLOSE_OUT_AFTER_S
+            turn.slot.closing = closing
 
     def _closings(self) -> list[Slot]:
         """Slots with closing tokens to compute (none whose stream a pending copy involves)."""
@@ -606,11 +606,11 @@ class Scheduler:
         tokens instead of 34 in the turns bench), while its author reads the reply. A
         guess the next prompt does not match is cut back when that turn starts. One session a
         step, so a turn that arrives meanwhile waits for a few tokens at most."""
-        now = time.monotonic()
-        due = [slot for slot in self._closings() if slot.close_out_at <= now]
+        ready_since = time.monotonic() - CLOSE_OUT_AFTER_S
+        due = [slot for slot in self._closings() if slot.last_used <= ready_since]
         if not due:
             return
-        slot = min(due, key=lambda s: s.close_out_at)
+        slot = min(due, key=lambda s: s.last_used)
         closing, slot.closing = slot.closing, []
         self._batch.clear()
         for i, token in enumerate(closing):

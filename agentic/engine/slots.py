@@ -26,9 +26,8 @@ class Slot:
     # A free slot's cells are this session's, left for the next session to reuse what it shares with them.
     former_session: str | None = None
     # Tokens the session's next prompt will hold after what the cache holds (its last reply's end),
-    # computed while the engine is idle from `close_out_at` on (see Scheduler._close_out).
+    # computed while the engine is idle (see Scheduler._close_out).
     closing: list[int] = field(default_factory=list)
-    close_out_at: float = 0.0
 
     def extend(self, tokens: list[int]) -> None:
         self.tokens.extend(tokens)
@@ -39,7 +38,7 @@ class Slot:
     def take_session(self, source: "Slot") -> None:
         """Hold `source`'s session, tokens and turn (the cache moved its stream here); `source` is left free."""
         self.session_id, self.tokens, self.last_used, self.turn = source.session_id, source.tokens, source.last_used, source.turn
-        self.closing, self.close_out_at = source.closing, source.close_out_at
+        self.closing = source.closing
         self.former_session = None
         source.session_id, source.tokens, source.turn, source.former_session, source.closing = None, [], None, None, []
         if self.turn is not None:
