@@ -15,8 +15,9 @@
 #   ./deploy.sh llama-cmake-args     the CMAKE_ARGS llama.cpp is built with here (llama-build-key, llama-wheel)
 # Flags: --docker (containers: docker compose or podman-compose), --native (never). Default: containers
 #   when an engine answers, except for cluster (native unless --docker).
-# Build: llama.cpp is compiled once per version, CMAKE_ARGS and CPU into ~/.cache/agentic/wheels;
-#   AMX kernels are left out on x86-64 unless AGENTIC_ALLOW_AMX=1; CMAKE_ARGS adds your own flags.
+# Build: llama.cpp, with patches/llama.cpp applied, is compiled once per version, CMAKE_ARGS, patches
+#   and CPU into ~/.cache/agentic/wheels; AMX kernels are left out on x86-64 unless
+#   AGENTIC_ALLOW_AMX=1; CMAKE_ARGS adds your own flags.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -53,9 +54,9 @@ llama_cmake_args() {
 }
 
 # A native build is only valid for the CPU it was built on, so the key names the CPU's
-# features and the compiler as well as the version and the flags.
+# features and the compiler as well as the version, the flags and our patches to llama.cpp.
 llama_build_key() {
-    { echo "$LLAMA_CPP_VERSION"; llama_cmake_args; uname -m
+    { echo "$LLAMA_CPP_VERSION"; llama_cmake_args; uname -m; cat patches/llama.cpp/*.patch
       grep -m1 -E '^(flags|Features)' /proc/cpuinfo 2>/dev/null || true
       "${CC:-cc}" --version 2>/dev/null | head -n1 || true
     } | sha256sum | cut -c1-16
@@ -70,8 +71,7 @@ llama_wheel() {
         say "  (once per version, flags and CPU: ~7 minutes on 2 cores; cached in $dir)" >&2
         mkdir -p "$WHEEL_CACHE"
         local tmp; tmp="$(mktemp -d "$WHEEL_CACHE/.build-XXXXXX")"
-        if ! CMAKE_ARGS="$(llama_cmake_args)" "$PY" -m pip wheel --quiet --no-cache-dir --no-deps \
-                --no-binary llama-cpp-python -w "$tmp" "llama-cpp-python==$LLAMA_CPP_VERSION" >&2; then
+        if ! CMAKE_ARGS="$(llama_cmake_args)" PY="$PY" containers/llama-wheel.sh "$LLAMA_CPP_VERSION" "$tmp" >&2; then
             rm -rf "$tmp"; die "building llama-cpp-python failed (see above)"
         fi
         rm -rf "$dir"; mv "$tmp" "$dir"

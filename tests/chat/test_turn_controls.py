@@ -17,7 +17,7 @@ def stop_across_a_token_boundary(frames: list[dict]) -> tuple[str, str]:
     pieces = [f["text"] for f in frames if f["type"] == "token"]
     full = "".join(pieces)
     for k in range(2, len(pieces) - 1):
-        if len(pieces[k].strip()) >= 2 and len(pieces[k + 1].strip()) >= 2:
+        if pieces[k].strip() and pieces[k + 1].strip():
             stop = pieces[k][-2:] + pieces[k + 1][:2]
             if full.find(stop) > 0:
                 return stop, full[:full.find(stop)]

@@ -17,9 +17,9 @@ NO_AMX = ["-mno-amx-tile", "-mno-amx-int8", "-mno-amx-bf16"]
 x86_only = pytest.mark.skipif(platform.machine() != "x86_64", reason="AMX flags apply to x86-64 only")
 
 
-def deploy(*args: str, **env: str) -> str:
+def deploy(*args: str, script: str = DEPLOY, **env: str) -> str:
     clean = {k: v for k, v in os.environ.items() if k not in ("CMAKE_ARGS", "AGENTIC_ALLOW_AMX")}
-    result = subprocess.run([DEPLOY, *args], env={**clean, **env}, capture_output=True, text=True, timeout=600, check=True)
+    result = subprocess.run([script, *args], env={**clean, **env}, capture_output=True, text=True, timeout=600, check=True)
     return result.stdout.strip()
 
 
@@ -46,6 +46,18 @@ def test_the_build_key_changes_with_the_flags():
             deploy("llama-build-key", AGENTIC_ALLOW_AMX="1"), deploy("llama-build-key", LLAMA_CPP_VERSION="0.3.35")}
     assert len(keys) == 4
     assert deploy("llama-build-key") == deploy("llama-build-key")
+
+
+def test_the_build_key_follows_our_patches_to_llama_cpp(tmp_path):
+    """A changed patch is a different build: deploy.sh's key hashes the patches' content."""
+    copy = tmp_path / "checkout"
+    patches = copy / "patches" / "llama.cpp"
+    shutil.copytree(Path(DEPLOY).parent / "patches" / "llama.cpp", patches)
+    shutil.copy(DEPLOY, copy / "deploy.sh")
+    assert deploy("llama-build-key", script=str(copy / "deploy.sh")) == deploy("llama-build-key")
+    patch = next(patches.glob("*.patch"))
+    patch.write_text(patch.read_text() + "\n")
+    assert deploy("llama-build-key", script=str(copy / "deploy.sh")) != deploy("llama-build-key")
 
 
 @x86_only
