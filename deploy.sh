@@ -68,7 +68,7 @@ llama_wheel() {
     local dir; dir="$WHEEL_CACHE/llama_cpp_python-$LLAMA_CPP_VERSION-$(llama_build_key)"
     if ! compgen -G "$dir/*.whl" >/dev/null; then
         say "Building llama-cpp-python $LLAMA_CPP_VERSION with CMAKE_ARGS: $(llama_cmake_args)" >&2
-        say "  (once per version, flags and CPU: ~7 minutes on 2 cores; cached in $dir)" >&2
+        say "  (once per version, flags, patches and CPU: ~7 minutes on 2 cores; cached in $dir)" >&2
         mkdir -p "$WHEEL_CACHE"
         local tmp; tmp="$(mktemp -d "$WHEEL_CACHE/.build-XXXXXX")"
         if ! CMAKE_ARGS="$(llama_cmake_args)" PY="$PY" containers/llama-wheel.sh "$LLAMA_CPP_VERSION" "$tmp" >&2; then

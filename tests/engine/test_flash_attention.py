@@ -4,8 +4,6 @@ several sequences at once (the real model, two contexts on it: flash attention o
 
 from __future__ import annotations
 
-import random
-
 import llama_cpp
 import numpy as np
 import pytest
