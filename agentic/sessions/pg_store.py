@@ -33,6 +33,8 @@ RESYNC_S = 30.0
 COUNTERS_RETRY_S = 0.2
 MIGRATION_LOCK = 0x61676E74  # advisory lock: servers starting together migrate one at a time
 
+SEARCH_CONFIG = "agentic_words"  # the text search configuration of POST /search (see MIGRATIONS)
+
 # Version N is the effect of the first N scripts; a schema change is a new script at the end.
 # The columns are those of the SQLite schema, so `store copy` moves rows as they are.
 MIGRATIONS = [
@@ -71,16 +73,36 @@ MIGRATIONS = [
     );
     CREATE TABLE counters (name TEXT PRIMARY KEY, value BIGINT NOT NULL);
     """,
-    # POST /search: words of messages through a GIN index ('simple': lower case, no stemming);
+    # POST /search: words of messages through a GIN index (lower case, no stemming);
     # titles and file names are few per session and read as they are.
     "CREATE INDEX messages_words ON messages USING gin (to_tsvector('simple', content))",
     "ALTER TABLE messages ADD COLUMN alternatives TEXT",
+    # Search folds accents, as SQLite's index does ("cafe" finds "café"): words go through the
+    # unaccent dictionary, where the server has that extension (contrib), before 'simple'.
+    f"""
+    DO $$
+    BEGIN
+        CREATE EXTENSION IF NOT EXISTS unaccent;
+        CREATE TEXT SEARCH CONFIGURATION {SEARCH_CONFIG} (COPY = simple);
+        ALTER TEXT SEARCH CONFIGURATION {SEARCH_CONFIG} ALTER MAPPING FOR word, hword, hword_part WITH unaccent, simple;
+    EXCEPTION WHEN undefined_file OR insufficient_privilege OR feature_not_supported THEN
+        RAISE WARNING 'agentic: search does not fold accents here (the unaccent extension is missing or not allowed): %', SQLERRM;
+        CREATE TEXT SEARCH CONFIGURATION {SEARCH_CONFIG} (COPY = simple);
+    END $$;
+    DROP INDEX messages_words;
+    CREATE INDEX messages_words ON messages USING gin (to_tsvector('{SEARCH_CONFIG}', content));
+    """,
 ]
 
 SESSION_COLUMNS = "id, client_id, title, created_at, last_activity, system_prompt, settings"
 FILE_COLUMNS = "session_id, name, size, content_type, uploaded_at, extracted_chars, sha256, status, note"
 BAD_TEXT = (asyncpg.CharacterNotInRepertoireError, asyncpg.UntranslatableCharacterError)
 WORD = re.compile(r"\w+")  # a search term as POST /search passes it: safe inside a tsquery
+
+
+def _log_server_warning(_conn: Any, message: asyncpg.PostgresLogMessage) -> None:
+    if message.severity_en == "WARNING":  # not the notices of IF NOT EXISTS
+        log.warning("PostgreSQL: %s", message.message)
 
 
 def session_from_row(row: Any, message_count: int = 0) -> SessionRecord:
@@ -186,13 +208,18 @@ class PostgresStore:
         self._refresher = asyncio.create_task(self._refresh_loop(), name="store-refresh")
 
     async def _migrate(self) -> None:
-        async with self._db().acquire() as conn, conn.transaction():
-            await conn.execute("SELECT pg_advisory_xact_lock($1)", MIGRATION_LOCK)
-            await conn.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
-            current = await conn.fetchval("SELECT coalesce(max(version), 0) FROM schema_version")
-            for version, script in pending_migrations(current, MIGRATIONS):
-                await conn.execute(script)
-                await conn.execute("INSERT INTO schema_version VALUES ($1)", version)
+        async with self._db().acquire() as conn:
+            conn.add_log_listener(_log_server_warning)  # a migration that cannot do all it would says so
+            try:
+                async with conn.transaction():
+                    await conn.execute("SELECT pg_advisory_xact_lock($1)", MIGRATION_LOCK)
+                    await conn.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
+                    current = await conn.fetchval("SELECT coalesce(max(version), 0) FROM schema_version")
+                    for version, script in pending_migrations(current, MIGRATIONS):
+                        await conn.execute(script)
+                        await conn.execute("INSERT INTO schema_version VALUES ($1)", version)
+            finally:
+                conn.remove_log_listener(_log_server_warning)
 
     async def _listen(self) -> None:
         self._listener = await asyncpg.connect(self._url)
@@ -438,18 +465,18 @@ class PostgresStore:
         marks = f"StartSel={MATCH_OPEN}, StopSel={MATCH_CLOSE}"
         async with self._db().acquire() as conn:
             labels = await conn.fetch(
-                "WITH q AS (SELECT to_tsquery('simple', $1) AS q), "
+                f"WITH q AS (SELECT to_tsquery('{SEARCH_CONFIG}', $1) AS q), "
                 "labels AS (SELECT id AS session_id, 'title' AS kind, title AS label FROM sessions WHERE id = ANY($2::text[]) "
                 "UNION ALL SELECT session_id, 'file', name FROM files WHERE session_id = ANY($2::text[])) "
-                "SELECT session_id, kind, ts_headline('simple', label, q.q, $3) AS text FROM labels, q "
-                "WHERE to_tsvector('simple', label) @@ q.q ORDER BY kind DESC, ts_rank(to_tsvector('simple', label), q.q) DESC LIMIT $4",
+                f"SELECT session_id, kind, ts_headline('{SEARCH_CONFIG}', label, q.q, $3) AS text FROM labels, q "
+                f"WHERE to_tsvector('{SEARCH_CONFIG}', label) @@ q.q ORDER BY kind DESC, ts_rank(to_tsvector('{SEARCH_CONFIG}', label), q.q) DESC LIMIT $4",
                 query, list(session_ids), f"{marks}, HighlightAll=true", limit,
             )
             messages = await conn.fetch(
-                "WITH q AS (SELECT to_tsquery('simple', $1) AS q) "
-                "SELECT session_id, id, role, ts_headline('simple', content, q.q, $3) AS text FROM messages, q "
-                "WHERE session_id = ANY($2::text[]) AND to_tsvector('simple', content) @@ q.q "
-                "ORDER BY ts_rank(to_tsvector('simple', content), q.q) DESC LIMIT $4",
+                f"WITH q AS (SELECT to_tsquery('{SEARCH_CONFIG}', $1) AS q) "
+                f"SELECT session_id, id, role, ts_headline('{SEARCH_CONFIG}', content, q.q, $3) AS text FROM messages, q "
+                f"WHERE session_id = ANY($2::text[]) AND to_tsvector('{SEARCH_CONFIG}', content) @@ q.q "
+                f"ORDER BY ts_rank(to_tsvector('{SEARCH_CONFIG}', content), q.q) DESC LIMIT $4",
                 query, list(session_ids), f"{marks}, MaxWords=24, MinWords=8, ShortWord=0, FragmentDelimiter=…, MaxFragments=1", limit - len(labels),
             )
         return [SearchHit(r["session_id"], r["kind"], _marked(r["text"])) for r in labels] + [

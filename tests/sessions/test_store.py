@@ -170,6 +170,22 @@ async def test_text_postgresql_cannot_hold_is_a_domain_error(pg_url):
     await store.close()
 
 
+async def test_without_leave_to_add_unaccent_the_store_still_opens_and_says_search_keeps_accents(pg_url, caplog):
+    """A role that may create tables but not extensions (no CREATE on the database)."""
+    admin = await asyncpg.connect(pg_url)
+    try:
+        await admin.execute("CREATE ROLE plain LOGIN; GRANT CREATE ON SCHEMA public TO plain")
+    finally:
+        await admin.close()
+    store = await opened(pg_url.replace("postgres@", "plain@"))
+    assert "search does not fold accents here" in caplog.text
+    record = await store.create(A, None, "", ChatSettings())
+    await store.add_message(record, "user", "Un café à Zürich")
+    assert [h.kind for h in await store.search(["café"], [A], 10)] == ["message"]
+    assert await store.search(["cafe"], [A], 10) == []
+    await store.close()
+
+
 async def test_each_server_mirrors_what_the_others_change(pg_url):
     one, two = await opened(pg_url), await opened(pg_url)
     gone: list[str] = []
@@ -295,6 +311,19 @@ async def test_search_finds_words_of_titles_file_names_and_messages(store_url):
     assert [h.kind for h in await store.search(["trav"], [A, B], 10)] == ["title"]
     assert [h.kind for h in await store.search(["itin"], [A], 10)] == ["file"]
     assert await store.search(["lisbon", "spring"], [B], 10) == []  # every term must occur
+    await store.close()
+
+
+async def test_search_folds_accents_both_ways_and_marks_the_words_as_written(store_url):
+    store = await opened(store_url)
+    record = await store.create(A, None, "", ChatSettings(), "Crème brûlée")
+    await store.add_message(record, "user", "Un café à Zürich, then the Naïve museum")
+    assert [text for text, match in (await store.search(["cafe"], [A], 10))[0].parts if match] == ["café"]
+    assert [h.kind for h in await store.search(["zurich", "naive"], [A], 10)] == ["message"]
+    assert [h.kind for h in await store.search(["Zürich"], [A], 10)] == ["message"]
+    title = await store.search(["creme", "brulee"], [A], 10)
+    assert [h.kind for h in title] == ["title"] and [text for text, match in title[0].parts if match] == ["Crème", "brûlée"]
+    assert await store.search(["cafes"], [A], 10) == []
     await store.close()
 
 
