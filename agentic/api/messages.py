@@ -11,7 +11,7 @@ from aiohttp import web
 
 from agentic import keys
 from agentic.api.requests import int_field, live_session, read_json_object
-from agentic.chat.service import TurnOptions
+from agentic.chat.service import TurnOptions, session_gone_frame
 from agentic.chat.subscribers import Subscriber
 from agentic.chat.turns import Turn
 from agentic.errors import SessionGone
@@ -70,6 +70,8 @@ async def answer(request: web.Request, record: SessionRecord, body: dict[str, An
     if outcome is None or outcome["type"] == "error" or usage is None:
         code = outcome["code"] if outcome else "generation_failed"
         message = outcome["message"] if outcome else "generation failed"
+        if code == "session_not_found":
+            raise SessionGone(message)
         raise ApiError(422 if code == "context_overflow" else 503, code, message)
     if outcome["message"] is None and request.app[keys.sessions_key].find(record.session_id) is None:
         raise SessionGone("the session was deleted during its turn")
@@ -97,7 +99,8 @@ async def stream_frames(request: web.Request, turn: Turn, write: FrameWriter, he
             ended.set_result(None)
 
     async def send(frame: dict[str, Any]) -> None:
-        if frame.get("type") == "session_closed":
+        if frame.get("type") == "session_closed":  # the turn's own frame may never come: say why it ends
+            await write(response, {**session_gone_frame(), "message_id": turn.message_id})
             end()
             return
         await write(response, frame)

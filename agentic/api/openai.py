@@ -213,6 +213,8 @@ async def _whole(turn: Turn, model: str) -> dict[str, Any]:
 def _failure(outcome: dict[str, Any] | None) -> ApiError:
     if outcome is not None and outcome.get("code") == "context_overflow":
         return ApiError(400, "context_length_exceeded", outcome["message"])
+    if outcome is not None and outcome.get("code") == "session_not_found":  # deleted during the turn
+        return ApiError(404, outcome["code"], outcome["message"])
     return ApiError(503, outcome["code"] if outcome else "generation_failed", outcome["message"] if outcome else "generation failed")
 
 

@@ -92,7 +92,8 @@ ERROR_ANSWERS: dict[int, dict[str, Any]] = {
 SESSION_BODY = _obj({"client_id": {"type": "string", "maxLength": MAX_CLIENT_ID_CHARS}, "system_prompt": {"type": "string", "maxLength": MAX_SYSTEM_PROMPT_CHARS},
                      "title": {"type": "string", "maxLength": MAX_TITLE_CHARS}, "settings": _ref("Settings")})
 MESSAGE_BODY = _obj({"content": STR, "max_tokens": INT, "stream": BOOL, "stop": STOP}, required=("content",))
-TURN_ANSWER = {"description": "The reply; with stream=true a text/event-stream of the WebSocket frames",
+TURN_ANSWER = {"description": "The reply; with stream=true a text/event-stream of the WebSocket frames, ending with the turn's "
+                              "done or error frame (error session_not_found: the session was deleted or expired during the turn)",
                "content": {"application/json": {"schema": _obj({"message": _ref("Message"), "usage": _ref("Usage")})}, "text/event-stream": {"schema": STR}}}
 OPENAI_ERROR = {"type": "object", "required": ["error"], "properties": {"error": {"type": "object", "required": ["message", "type", "code"], "properties": {
     "message": STR, "type": STR, "param": {"type": ["string", "null"]}, "code": {"type": ["string", "null"]}}}}}
@@ -169,9 +170,7 @@ PATHS: dict[str, dict[str, Any]] = {
     "/sessions/{session_id}/messages": {
         "get": _op("The conversation, oldest first", {"200": _json(_obj({"messages": {"type": "array", "items": _ref("Message")}})), **_errors(400, 403, 404)}, S),
         "post": _op("Send a message and get the reply", {
-            "200": {"description": "The reply; with stream=true a text/event-stream of the WebSocket frames",
-                    "content": {"application/json": {"schema": _obj({"message": _ref("Message"), "usage": _ref("Usage")})}, "text/event-stream": {"schema": STR}}},
-            **_errors(400, 403, 404, 409, 413, 422, 429, 503)}, S, JSON_BODY(MESSAGE_BODY)),
+            "200": TURN_ANSWER, **_errors(400, 403, 404, 409, 413, 422, 429, 503)}, S, JSON_BODY(MESSAGE_BODY)),
     },
     "/sessions/{session_id}/regenerate": {"post": _op("Answer the last user message again", {"200": TURN_ANSWER, **_errors(400, 403, 404, 409, 413, 422, 429, 503)}, S,
                                                     JSON_BODY(_obj({"max_tokens": INT, "stream": BOOL, "stop": STOP}), False),

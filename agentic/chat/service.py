@@ -45,6 +45,12 @@ def _stops(options: TurnOptions, record: SessionRecord) -> tuple[str, ...]:
     return _pick(options.stop, record.settings.stop)
 
 
+def session_gone_frame() -> dict[str, Any]:
+    """A turn's last frame when its session was deleted (or expired) before the reply was stored."""
+    gone = SessionGone("the session was deleted during its turn")
+    return {"type": "error", "code": gone.code, "message": gone.message}
+
+
 def _side_state(session_id: str) -> str:
     """The engine's name for the model state of a session's side turns (kept apart from its conversation's)."""
     return f"{session_id}-side"
@@ -384,6 +390,9 @@ class ChatService:
         for listener in self._usage_listeners:
             listener(usage)
         record = self.sessions.find(turn.session_id)
+        if record is None and not turn.side:  # deleted during the turn: the reply has nowhere to go
+            self._send(turn, session_gone_frame())
+            return
         message = None
         if record is not None and not turn.side and (turn.text or usage["finish_reason"] != "cancelled"):
             message = await self.sessions.add_message(record, "assistant", turn.text, usage, message_id=turn.message_id, alternatives=turn.alternatives)

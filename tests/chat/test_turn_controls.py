@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 
 from agentic import keys
 from tests.chat.helpers import chat_turn, open_session_socket, receive_until_done, streamed_text
@@ -180,3 +181,17 @@ async def test_a_turn_whose_session_is_deleted_while_it_runs_is_session_not_foun
     resp = await pending
     assert resp.status == 404, await resp.text()
     assert_error(await resp.json(), "session_not_found")
+
+
+async def test_a_streamed_turn_whose_session_is_deleted_ends_with_session_not_found(model_client):
+    """Not a `done` frame whose message is null, nor a stream that just stops."""
+    sid = (await new_session(model_client, settings={"ignore_eos": True}))["session_id"]
+    resp = await model_client.post(f"/sessions/{sid}/messages", json={"content": "Tell me a long story.", "max_tokens": 200, "stream": True})
+    assert resp.status == 200
+    async with asyncio.timeout(30):
+        while not (await resp.content.readline()).startswith(b"event: token"):
+            pass
+    assert (await model_client.delete(f"/sessions/{sid}")).status == 200
+    events = [json.loads(line[6:]) for line in (await resp.text()).splitlines() if line.startswith("data: ")]
+    assert [e["type"] for e in events if e["type"] != "token"] == ["error"]
+    assert events[-1]["code"] == "session_not_found" and events[-1]["message_id"]
