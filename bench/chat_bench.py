@@ -13,8 +13,9 @@ Scenarios:
   shared     8 sessions whose conversations start with one 500-token system prompt (one such
              session ran before), one turn each at the same moment
   turns      turn-10 vs turn-1 TTFT, 8 sessions interleaving 10 turns each; --rounds rounds, peers in
-             turn (new sessions each round), medians over rounds; each turn after the first is sent
-             as soon as the reply is in, or --turn-pause seconds later (people reading it)
+             turn (new sessions each round, set up before turn 1, which all eight send together),
+             medians over rounds; each turn after the first is sent as soon as the reply is in, or
+             --turn-pause seconds later (people reading it)
   openai     (not by default) streamed /v1/chat/completions, agentic (each session's own turn,
              its id as the key) vs llama-server's, empty slots; run it with --n 1 8
   file       (not by default) TTFT of turns 2 and 3 in a session with an uploaded 40-passage file,
@@ -44,7 +45,7 @@ import random
 import statistics
 import tempfile
 import time
-from contextlib import ExitStack
+from contextlib import AsyncExitStack, ExitStack
 from dataclasses import dataclass, field, replace
 from functools import partial
 from pathlib import Path
@@ -333,33 +334,39 @@ def turn_message(turn: int) -> str:
 
 
 async def people_agentic(base: str, plans: list[Plan]) -> TurnsRun:
-    """Each plan is a person with a session of their own, each turn a WebSocket chat message."""
+    """Each plan is a person with a session of their own, each turn a WebSocket chat message.
+    Everyone's session and socket are set up before the clock starts, so the first turns go out
+    together, as they do to llama-server (which has nothing to set up), not spread out by the
+    sessions' creation."""
     run = TurnsRun.of(plans)
-    async with aiohttp.ClientSession() as http:
-        before = await engine_stats(http, base)
-
-        async def one(plan: Plan) -> None:
+    async with aiohttp.ClientSession() as http, AsyncExitStack() as sockets:
+        async def join() -> aiohttp.ClientWebSocketResponse:
             async with http.post(f"{base}/sessions", json={"settings": {"ignore_eos": True}}) as resp:
                 sid = (await resp.json())["session_id"]
-            async with http.ws_connect(f"{base.replace('http', 'ws')}/ws?session_id={sid}") as ws:
-                await ws.receive_json()
-                for turn, (pause, length) in enumerate(zip(plan.pauses, plan.lengths), start=1):
-                    await asyncio.sleep(pause)
-                    sent = time.perf_counter()
-                    await ws.send_json({"type": "chat", "content": turn_message(turn), "max_tokens": length})
-                    first = None
-                    while True:
-                        frame = await ws.receive_json()
-                        if frame["type"] == "token" and first is None:
-                            first = time.perf_counter()
-                            run.ttft[turn].append((first - sent) * 1000)
-                        if frame["type"] in ("done", "error"):
-                            usage = frame.get("usage") or {}
-                            run.prefilled[turn].append(usage.get("prefill_tokens", 0))
-                            run.tokens += usage.get("completion_tokens", 0)
-                            break
+            ws = await sockets.enter_async_context(http.ws_connect(f"{base.replace('http', 'ws')}/ws?session_id={sid}"))
+            await ws.receive_json()
+            return ws
+
+        async def one(plan: Plan, ws: aiohttp.ClientWebSocketResponse) -> None:
+            for turn, (pause, length) in enumerate(zip(plan.pauses, plan.lengths), start=1):
+                await asyncio.sleep(pause)
+                sent = time.perf_counter()
+                await ws.send_json({"type": "chat", "content": turn_message(turn), "max_tokens": length})
+                first = None
+                while True:
+                    frame = await ws.receive_json()
+                    if frame["type"] == "token" and first is None:
+                        first = time.perf_counter()
+                        run.ttft[turn].append((first - sent) * 1000)
+                    if frame["type"] in ("done", "error"):
+                        usage = frame.get("usage") or {}
+                        run.prefilled[turn].append(usage.get("prefill_tokens", 0))
+                        run.tokens += usage.get("completion_tokens", 0)
+                        break
+        people = await asyncio.gather(*(join() for _ in plans))
+        before = await engine_stats(http, base)
         start = time.perf_counter()
-        await asyncio.gather(*(one(plan) for plan in plans))
+        await asyncio.gather(*(one(plan, ws) for plan, ws in zip(plans, people)))
         run.seconds = time.perf_counter() - start
         run.profile = engine_profile(before, await engine_stats(http, base), run.seconds)
     return run
