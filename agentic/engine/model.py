@@ -13,6 +13,7 @@ import llama_cpp
 
 from agentic.config import EngineSettings
 from agentic.engine.chat_template import ChatTemplate
+from agentic.engine.token_cache import TokenCache
 from agentic.engine.types import Sampling
 
 log = logging.getLogger("agentic.engine")
@@ -71,6 +72,7 @@ class LlamaModel:
         if not self.model:
             raise RuntimeError(f"llama.cpp could not load {self.path}")
         self.vocab = llama_cpp.llama_model_get_vocab(self.model)
+        self.token_cache = TokenCache()
         self.kv_bytes_per_token = self._kv_bytes_per_token()
         budget_cells = settings.kv_budget_mb * 2**20 // self.kv_bytes_per_token
         self.n_seq = sequences_for(budget_cells, settings.ctx_per_session, settings.parallel, settings.batch_size)
@@ -146,7 +148,7 @@ class LlamaModel:
         """A conversation's prompt text and tokens: the chat template's markers become control
         tokens, the messages' text (user, system prompt, file passages) never does."""
         parts = self.template.render_parts(messages)
-        tokens = [token for text, is_content in parts for token in self.tokenize(text, special=not is_content)]
+        tokens = [token for text, is_content in parts for token in self.token_cache.tokens(text, not is_content, self.tokenize)]
         return "".join(text for text, _ in parts), tokens
 
     def piece(self, token: int) -> bytes:
