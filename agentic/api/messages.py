@@ -99,6 +99,8 @@ async def stream_frames(request: web.Request, turn: Turn, write: FrameWriter, he
             ended.set_result(None)
 
     async def send(frame: dict[str, Any]) -> None:
+        if ended.done():  # a session_closed queued behind the turn's own last frame
+            return
         if frame.get("type") == "session_closed":  # the turn's own frame may never come: say why it ends
             await write(response, {**session_gone_frame(), "message_id": turn.message_id})
             end()

@@ -390,12 +390,16 @@ class ChatService:
         for listener in self._usage_listeners:
             listener(usage)
         record = self.sessions.find(turn.session_id)
-        if record is None and not turn.side:  # deleted during the turn: the reply has nowhere to go
+        if record is None:  # deleted during the turn (which that stopped): the reply has nowhere to go
             self._send(turn, session_gone_frame())
             return
         message = None
-        if record is not None and not turn.side and (turn.text or usage["finish_reason"] != "cancelled"):
-            message = await self.sessions.add_message(record, "assistant", turn.text, usage, message_id=turn.message_id, alternatives=turn.alternatives)
+        if not turn.side and (turn.text or usage["finish_reason"] != "cancelled"):
+            try:
+                message = await self.sessions.add_message(record, "assistant", turn.text, usage, message_id=turn.message_id, alternatives=turn.alternatives)
+            except SessionGone:  # deleted while the reply was being stored
+                self._send(turn, session_gone_frame())
+                return
         elif not turn.side:
             await self._restore_replaced(turn)
         self._send(turn, {"type": "done", "message": None if message is None else message.to_json(), "usage": usage})

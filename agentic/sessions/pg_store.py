@@ -79,13 +79,18 @@ MIGRATIONS = [
     "ALTER TABLE messages ADD COLUMN alternatives TEXT",
     # Search folds accents, as SQLite's index does ("cafe" finds "café"): words go through the
     # unaccent dictionary, where the server has that extension (contrib), before 'simple'.
+    # The extension may live in a schema outside the search_path (managed hosts keep extensions
+    # apart): its dictionary is named with its schema.
     f"""
     DO $$
+    DECLARE
+        home TEXT;
     BEGIN
         CREATE EXTENSION IF NOT EXISTS unaccent;
+        SELECT extnamespace::regnamespace::text INTO home FROM pg_extension WHERE extname = 'unaccent';
         CREATE TEXT SEARCH CONFIGURATION {SEARCH_CONFIG} (COPY = simple);
-        ALTER TEXT SEARCH CONFIGURATION {SEARCH_CONFIG} ALTER MAPPING FOR word, hword, hword_part WITH unaccent, simple;
-    EXCEPTION WHEN undefined_file OR insufficient_privilege OR feature_not_supported THEN
+        EXECUTE format('ALTER TEXT SEARCH CONFIGURATION {SEARCH_CONFIG} ALTER MAPPING FOR word, hword, hword_part WITH %s.unaccent, simple', home);
+    EXCEPTION WHEN undefined_file OR undefined_object OR insufficient_privilege OR feature_not_supported THEN
         RAISE WARNING 'agentic: search does not fold accents here (the unaccent extension is missing or not allowed): %', SQLERRM;
         CREATE TEXT SEARCH CONFIGURATION {SEARCH_CONFIG} (COPY = simple);
     END $$;

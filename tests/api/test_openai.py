@@ -153,6 +153,24 @@ async def test_a_side_request_leaves_the_stored_conversation_alone(backend):
     assert len(await stored(backend, sid)) == 4
 
 
+async def test_a_side_request_whose_session_is_deleted_meanwhile_is_not_found(backend):
+    """Not a reply cut short and reported as complete."""
+    sid = await new_session(backend, settings={"ignore_eos": True})
+    engine = backend.app[keys.engine_key]
+    generated = engine.stats()["tokens_generated"]
+    body = {"model": "m", "messages": [{"role": "system", "content": "Tell long stories."}, {"role": "user", "content": "Go."}], "max_tokens": 300}
+    async with aiohttp.ClientSession(headers={"Authorization": f"Bearer {sid}"}) as http:
+        pending = asyncio.create_task(http.post(backend.make_url("/v1/chat/completions"), json=body))
+        async with asyncio.timeout(30):
+            while engine.stats()["tokens_generated"] == generated:
+                await asyncio.sleep(0.01)
+        async with http.delete(backend.make_url(f"/sessions/{sid}")) as deleted:
+            assert deleted.status == 200
+        resp = await pending
+        assert resp.status == 404, await resp.text()
+        assert (await resp.json())["error"]["code"] == "session_not_found"
+
+
 async def test_the_admin_token_gets_a_session_of_its_own_for_the_request(backend):
     sessions = backend.app[keys.sessions_key]
     before = sessions.count()

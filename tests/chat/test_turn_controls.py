@@ -195,3 +195,20 @@ async def test_a_streamed_turn_whose_session_is_deleted_ends_with_session_not_fo
     events = [json.loads(line[6:]) for line in (await resp.text()).splitlines() if line.startswith("data: ")]
     assert [e["type"] for e in events if e["type"] != "token"] == ["error"]
     assert events[-1]["code"] == "session_not_found" and events[-1]["message_id"]
+
+
+async def test_a_turn_whose_session_is_deleted_while_its_reply_is_stored_is_session_not_found(model_client, monkeypatch):
+    """The delete lands between the check that the session is there and the reply's insert."""
+    sid = (await new_session(model_client))["session_id"]
+    sessions = model_client.app[keys.sessions_key]
+    add = sessions.add_message
+
+    async def deleted_meanwhile(record, role, *args, **kwargs):
+        if role == "assistant":
+            await sessions.remove(record.session_id)
+        return await add(record, role, *args, **kwargs)
+
+    monkeypatch.setattr(sessions, "add_message", deleted_meanwhile)
+    resp = await model_client.post(f"/sessions/{sid}/messages", json={"content": "Hello there.", "max_tokens": 4})
+    assert resp.status == 404, await resp.text()
+    assert_error(await resp.json(), "session_not_found")

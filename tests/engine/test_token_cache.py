@@ -1,8 +1,10 @@
-"""The token cache: texts tokenized once, bounded by the tokens it holds."""
+"""The token cache: texts tokenized once, bounded by the memory it holds."""
 
 from __future__ import annotations
 
-from agentic.engine.token_cache import TokenCache
+from array import array
+
+from agentic.engine.token_cache import TokenCache, entry_bytes
 
 
 class CountingTokenizer:
@@ -15,7 +17,7 @@ class CountingTokenizer:
 
 
 def test_a_text_is_tokenized_once_per_way_of_reading_it():
-    cache, tokenize = TokenCache(limit=100), CountingTokenizer()
+    cache, tokenize = TokenCache(), CountingTokenizer()
     assert list(cache.tokens("abc", False, tokenize)) == [97, 98, 99]
     assert list(cache.tokens("abc", False, tokenize)) == [97, 98, 99]
     assert list(cache.tokens("abc", True, tokenize)) == [1097, 1098, 1099]  # never the plain reading's tokens
@@ -23,16 +25,26 @@ def test_a_text_is_tokenized_once_per_way_of_reading_it():
 
 
 def test_the_least_recently_used_texts_go_past_the_limit():
-    cache, tokenize = TokenCache(limit=10), CountingTokenizer()
+    one = entry_bytes("aaaa", array("i", range(4)))
+    cache, tokenize = TokenCache(limit=2 * one + 1), CountingTokenizer()
     for text in ("aaaa", "bbbb", "aaaa", "cccc"):  # "aaaa" used again, so "bbbb" is the one to go
         cache.tokens(text, False, tokenize)
-    assert cache.size == 8 and len(cache) == 2
+    assert cache.size == 2 * one and len(cache) == 2
     cache.tokens("aaaa", False, tokenize)
     cache.tokens("bbbb", False, tokenize)
     assert tokenize.calls.count(("aaaa", False)) == 1 and tokenize.calls.count(("bbbb", False)) == 2
 
 
-def test_a_text_longer_than_the_whole_cache_is_tokenized_but_not_kept():
-    cache, tokenize = TokenCache(limit=4), CountingTokenizer()
+def test_the_limit_counts_the_texts_too():
+    """A long text of few tokens takes its room (a million one-token entries would be 4 MB of
+    tokens and far more of texts and bookkeeping)."""
+    cache = TokenCache(limit=20_000)
+    cache.tokens("x" * 15_000, False, lambda text, special: [1])
+    cache.tokens("y" * 15_000, False, lambda text, special: [2])
+    assert len(cache) == 1 and 15_000 < cache.size <= 20_000
+
+
+def test_a_text_larger_than_the_whole_cache_is_tokenized_but_not_kept():
+    cache, tokenize = TokenCache(limit=300), CountingTokenizer()
     assert len(cache.tokens("abcdef", False, tokenize)) == 6
     assert cache.size == 0 and len(cache) == 0

@@ -186,6 +186,20 @@ async def test_without_leave_to_add_unaccent_the_store_still_opens_and_says_sear
     await store.close()
 
 
+async def test_unaccent_installed_in_a_schema_of_its_own_still_folds_accents(pg_url):
+    """As managed hosts keep extensions: in a schema outside the search_path."""
+    admin = await asyncpg.connect(pg_url)
+    try:
+        await admin.execute("CREATE SCHEMA extensions; CREATE EXTENSION unaccent SCHEMA extensions")
+    finally:
+        await admin.close()
+    store = await opened(pg_url)
+    record = await store.create(A, None, "", ChatSettings())
+    await store.add_message(record, "user", "Un café à Zürich")
+    assert [h.kind for h in await store.search(["cafe", "zurich"], [A], 10)] == ["message"]
+    await store.close()
+
+
 async def test_each_server_mirrors_what_the_others_change(pg_url):
     one, two = await opened(pg_url), await opened(pg_url)
     gone: list[str] = []
