@@ -15,7 +15,7 @@ Scenarios:
   turns      turn-10 vs turn-1 TTFT, 8 sessions interleaving 10 turns each; --rounds rounds, peers in
              turn (new sessions each round, set up before turn 1, which all eight send together),
              medians over rounds; each turn after the first is sent as soon as the reply is in, or
-             --turn-pause seconds later (people reading it)
+             --turn-pause seconds later (people reading it); each message begins with words of its own
   openai     (not by default) streamed /v1/chat/completions, agentic (each session's own turn,
              its id as the key) vs llama-server's, empty slots; run it with --n 1 8
   file       (not by default) TTFT of turns 2 and 3 in a session with an uploaded 40-passage file,
@@ -329,8 +329,22 @@ class TurnsRun:
 
 def turn_message(turn: int) -> str:
     """A message no session has sent before (as in every scenario), so turn 1 is not one prefix all
-    sessions share and turn 10 is not measured against a turn 1 that prefilled once for eight."""
-    return f"{unique()} Turn {turn}: tell me one more fact about lighthouses."
+    sessions share and turn 10 is not measured against a turn 1 that prefilled once for eight. It
+    starts with words of its own, as people's messages do: what sessions share is the template's
+    text before it. (Begun with `[request N]`, as the other scenarios' texts are, every turn-1 prompt
+    took the tag's first 3-4 tokens from another session's cells, which turn 10, after a history of
+    its own, cannot: turn 1 prefilled 23-25 tokens of its 27.)"""
+    n = next(_counter)
+    return f"{letters(n)} {n}. Turn {turn}: tell me one more fact about lighthouses."
+
+
+def letters(n: int) -> str:
+    """Three letters, the fastest-changing first, so consecutive numbers begin with different tokens."""
+    text = ""
+    for _ in range(3):
+        n, digit = divmod(n, 26)
+        text += chr(ord("a") + digit)
+    return text
 
 
 async def people_agentic(base: str, plans: list[Plan]) -> TurnsRun:
