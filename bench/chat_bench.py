@@ -333,7 +333,7 @@ def turn_message(turn: int) -> str:
     starts with words of its own, as people's messages do: what sessions share is the template's
     text before it. (Begun with `[request N]`, as the other scenarios' texts are, every turn-1 prompt
     took the tag's first 3-4 tokens from another session's cells, which turn 10, after a history of
-    its own, cannot: turn 1 prefilled 23-25 tokens of its 27.)"""
+    its own, cannot: turn 1 prefilled 25 tokens of its 28.)"""
     n = next(_counter)
     return f"{letters(n)} {n}. Turn {turn}: tell me one more fact about lighthouses."
 
